@@ -1,0 +1,41 @@
+# SCL DeepLab: set-up, tests, demo, benchmark and packaging.
+# Everything a fresh Debian 12 machine needs is installed by `make setup` (as root).
+
+SHELL := /bin/bash
+ROOT := $(abspath .)
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+SITE := $(VENV)/lib/python3.11/site-packages
+PLUGINS := $(VENV)/plugins
+APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-matplotlib python3-venv xvfb
+export QT_QPA_PLATFORM := offscreen
+
+.PHONY: setup apt venv link test demo bench package clean
+
+setup: apt venv link
+
+apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "Installing QGIS and system packages (apt)..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# The repository root is the plugin folder; QGIS and Python find it as `scl_deeplab`
+# through a link kept outside the tree.
+link: venv
+	@mkdir -p $(PLUGINS)
+	@ln -sfn $(ROOT) $(PLUGINS)/scl_deeplab
+	@echo $(PLUGINS) > $(SITE)/scl_deeplab_plugin.pth
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) dist demo_output bench/results.json

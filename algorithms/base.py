@@ -1,0 +1,139 @@
+"""What every SCL DeepLab algorithm shares: groups, help, progress, errors and styling."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..model_core.errors import Canceled, SclDeepLabError
+
+ROOT = Path(__file__).resolve().parent.parent
+RESOURCES = ROOT / "resources"
+
+GROUPS = {
+    "data": "Data",
+    "training": "Training",
+    "prediction": "Prediction",
+    "evaluation": "Evaluation",
+}
+
+
+class FeedbackProgress:
+    """Adapts ``QgsProcessingFeedback`` to model_core's ``Progress`` protocol."""
+
+    def __init__(self, feedback: QgsProcessingFeedback | None) -> None:
+        self._feedback = feedback or QgsProcessingFeedback()
+
+    def set_progress(self, percent: float) -> None:
+        self._feedback.setProgress(percent)
+
+    def is_canceled(self) -> bool:
+        return self._feedback.isCanceled()
+
+    def info(self, message: str) -> None:
+        self._feedback.pushInfo(message)
+
+    def warn(self, message: str) -> None:
+        self._feedback.pushWarning(message)
+
+
+def torch_install_hint() -> str:
+    """What to do when PyTorch is missing from the Python QGIS runs."""
+    if sys.platform.startswith("win"):
+        how = 'open the "OSGeo4W Shell" and run: python -m pip install torch torchvision'
+    elif sys.platform == "darwin":
+        how = "run: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install torch torchvision"
+    else:
+        how = f"run: {sys.executable or 'python3'} -m pip install torch torchvision"
+    return (
+        "PyTorch and torchvision are not installed in the Python that QGIS uses. "
+        f"To install them, {how}; then restart QGIS."
+    )
+
+
+def require_torch() -> None:
+    """Raise a clear QgsProcessingException when torch or torchvision cannot be imported."""
+    for module in ("torch", "torchvision"):
+        if importlib.util.find_spec(module) is None:
+            raise QgsProcessingException(torch_install_hint())
+
+
+@contextmanager
+def core_errors_as_processing_exceptions() -> Iterator[None]:
+    """Turn model_core's errors into the messages a Processing user sees."""
+    try:
+        yield
+    except Canceled as exc:
+        raise QgsProcessingException(str(exc)) from exc
+    except SclDeepLabError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in {"torch", "torchvision"}:
+            raise QgsProcessingException(torch_install_hint()) from exc
+        raise
+
+
+class StyleFromQml(QgsProcessingLayerPostProcessorInterface):
+    """Applies a QML style to an output layer once Processing has loaded it."""
+
+    def __init__(self, qml_path: Path) -> None:
+        super().__init__()
+        self.qml_path = qml_path
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 - QGIS's name
+        layer.loadNamedStyle(str(self.qml_path))
+        layer.triggerRepaint()
+
+
+# Post-processors must outlive processAlgorithm, or Python collects them before QGIS calls them.
+_POST_PROCESSORS: list[StyleFromQml] = []
+
+
+def style_output(context: QgsProcessingContext, layer_path: str, qml_path: Path, name: str | None = None) -> None:
+    """Style an output raster with ``qml_path`` when Processing loads it into the project."""
+    if not context.willLoadLayerOnCompletion(layer_path):
+        return
+    details = context.layerToLoadOnCompletionDetails(layer_path)
+    if name:
+        details.name = name
+    post = StyleFromQml(qml_path)
+    _POST_PROCESSORS.append(post)
+    details.setPostProcessor(post)
+
+
+class SclAlgorithm(QgsProcessingAlgorithm):
+    """Base of every SCL DeepLab algorithm: subclasses set GROUP and HELP and build the form."""
+
+    GROUP = "data"
+    HELP = ""
+
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate(type(self).__name__, text)
+
+    def createInstance(self):  # noqa: N802 - QGIS's name
+        return type(self)()
+
+    def group(self) -> str:
+        return self.tr(GROUPS[self.GROUP])
+
+    def groupId(self) -> str:  # noqa: N802 - QGIS's name
+        return self.GROUP
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS's name
+        return self.tr(self.HELP)
+
+    def icon(self) -> QIcon:
+        return QIcon(str(RESOURCES / "icon.svg"))

@@ -1,0 +1,1 @@
+"""QGIS GUI glue: registers the Processing provider."""

@@ -1,0 +1,1 @@
+"""The SCL DeepLab Processing provider."""

@@ -1,0 +1,39 @@
+"""The Processing provider: id ``scldeeplab``, one line per algorithm."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from ..algorithms.make_patches import MakePatches
+from ..algorithms.sample_scene import SampleScene
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SclDeepLabProvider(QgsProcessingProvider):
+    """Lists SCL DeepLab's algorithms in the toolbox and in qgis_process."""
+
+    def id(self) -> str:
+        return "scldeeplab"
+
+    def name(self) -> str:
+        return "SCL DeepLab"
+
+    def longName(self) -> str:  # noqa: N802 - QGIS's name
+        return f"SCL DeepLab {self.versionInfo()}"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ROOT / "resources" / "icon.svg"))
+
+    def versionInfo(self) -> str:  # noqa: N802 - QGIS's name
+        meta = configparser.ConfigParser()
+        meta.read(ROOT / "metadata.txt", encoding="utf-8")
+        return meta.get("general", "version", fallback="")
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS's name
+        self.addAlgorithm(SampleScene())
+        self.addAlgorithm(MakePatches())
