@@ -1,0 +1,58 @@
+"""Fixtures shared by all tests: the registered provider and the qgis_process wrapper."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+WRAPPER = REPO / "scripts" / "qgis-process"
+
+# Torch uses both cores; more threads than cores only slows the suite down.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def provider(qgis_app, qgis_processing):
+    """The SCL DeepLab provider, registered once for every algorithm test."""
+    from qgis.core import QgsApplication
+
+    from scl_deeplab.provider.provider import SclDeepLabProvider
+
+    registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("scldeeplab")
+    if existing is not None:
+        yield existing
+        return
+    instance = SclDeepLabProvider()
+    assert registry.addProvider(instance)
+    yield instance
+    registry.removeProvider(instance)
+
+
+def run_qgis_process(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the scripts/qgis-process wrapper as a user would, in a subprocess."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(
+        [str(WRAPPER), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+def run_algorithm_json(algorithm: str, **params: object) -> dict:
+    """Run one algorithm through the wrapper with --json and return its outputs."""
+    args = ["run", algorithm, "--json", "--"] + [f"{k}={v}" for k, v in params.items()]
+    proc = run_qgis_process(*args)
+    assert proc.returncode == 0, f"qgis_process failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    start = proc.stdout.index("{")
+    return json.loads(proc.stdout[start:])["results"]
+
+
+@pytest.fixture(scope="session")
+def qgis_process_json():
+    """A function running an algorithm through the qgis_process wrapper, returning its outputs."""
+    return run_algorithm_json
