@@ -37,5 +37,19 @@ link: venv
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The whole workflow headless through qgis_process; DATA=<L2A .SAFE/.zip> or DATA=<image.tif>,<scl.tif>
+# runs it on your own scene. SIZE, PATCH_SIZE, HEAD_EPOCHS, FINETUNE_EPOCHS make it bigger.
+demo: setup
+	$(PY) scripts/demo.py
+
+bench: setup
+	$(PY) bench/run.py $(if $(QUICK),--quick,)
+
+VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
+package:
+	@mkdir -p dist
+	git archive --format=zip --prefix=scl_deeplab/ -o dist/scl_deeplab-$(VERSION).zip HEAD
+	@echo "Built dist/scl_deeplab-$(VERSION).zip (from the last commit)"
+
 clean:
 	rm -rf $(VENV) dist demo_output bench/results.json

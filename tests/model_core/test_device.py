@@ -1,0 +1,35 @@
+"""Device and precision choice follows what the hardware has."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scl_deeplab.model_core import device as dev
+from scl_deeplab.model_core.errors import DeviceError
+
+
+def test_auto_picks_cpu_without_gpu():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert dev.pick_device("auto").type == expected
+
+
+def test_cuda_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        assert dev.pick_device("cuda").type == "cuda"
+        return
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        dev.pick_device("cuda")
+
+
+def test_cpu_precision_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert dev.pick_precision(torch.device("cpu")).autocast_dtype is None
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    assert dev.pick_precision(torch.device("cpu")).autocast_dtype is torch.bfloat16
+    assert dev.pick_precision(torch.device("cpu"), "float32").autocast_dtype is None
+
+
+def test_unknown_device_name_is_refused():
+    with pytest.raises(DeviceError, match="Unknown device"):
+        dev.pick_device("tpu")
