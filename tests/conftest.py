@@ -31,7 +31,7 @@ def provider(qgis_app, qgis_processing):
     instance = SclDeepLabProvider()
     assert registry.addProvider(instance)
     yield instance
-    registry.removeProvider(instance)
+    registry.removeProvider("scldeeplab")  # by id: tests/test_plugin.py may have replaced the instance
 
 
 def run_qgis_process(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -1,0 +1,134 @@
+"""scldeeplab:makepatches through Processing and the qgis_process wrapper; bad input gets a clear message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from qgis.core import QgsProcessingException
+from rasterio.transform import from_origin
+
+from scl_deeplab.model_core.synthetic import ORIGIN, make_sample_scene
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scene")
+    return make_sample_scene(folder / "scene.tif", folder / "scl.tif", size=256, seed=0)
+
+
+def run(params: dict) -> dict:
+    import processing
+
+    return processing.run("scldeeplab:makepatches", params)
+
+
+def _write(path: Path, data: np.ndarray) -> str:
+    count, height, width = data.shape
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=count, dtype=data.dtype.name,
+                       crs="EPSG:32633", transform=from_origin(*ORIGIN, 20.0, 20.0)) as dst:  # the sample scene's grid
+        dst.write(data)
+    return str(path)
+
+
+def test_makepatches_writes_patches_manifest_and_preview(provider, scene, tmp_path):
+    out = tmp_path / "patches"
+    result = run({"INPUT": str(scene.image), "MASK": str(scene.scl), "PATCH_SIZE": 64, "OUTPUT_FOLDER": str(out)})
+    assert Path(result["OUTPUT_INDEX"]) == out / "index.json"
+    assert Path(result["OUTPUT_PREVIEW"]) == out / "preview.png" and (out / "preview.png").stat().st_size > 10_000
+    manifest = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    assert manifest["patch_size"] == 64 and manifest["stride"] == 64 and manifest["bands"] == [1, 2, 3]
+    assert manifest["split"] == "blocks" and manifest["val_fraction"] == 0.2
+    splits = [p["split"] for p in manifest["patches"]]
+    assert result["TRAIN_COUNT"] == splits.count("train") and result["VAL_COUNT"] == splits.count("val")
+    with rasterio.open(scene.scl) as src:
+        codes = src.read(1)
+    valid = [(codes[r : r + 64, c : c + 64] > 0).mean() for r in range(0, 256, 64) for c in range(0, 256, 64)]
+    assert sum(v >= 0.5 for v in valid) == 15  # the patch in the no-data corner is under half valid
+    assert result["TRAIN_COUNT"] + result["VAL_COUNT"] == 15
+    assert result["VAL_COUNT"] == pytest.approx(3, abs=1)
+
+
+def test_makepatches_stride_bands_random_split_and_overwrite(provider, scene, tmp_path):
+    out = tmp_path / "patches"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    result = run({
+        "INPUT": str(scene.image), "MASK": str(scene.scl), "BANDS": "3,2,1", "PATCH_SIZE": 128, "STRIDE": 64,
+        "SPLIT": 1, "VAL_FRACTION": 0.3, "SEED": 2, "OVERWRITE": True, "OUTPUT_FOLDER": str(out),
+    })
+    manifest = json.loads(Path(result["OUTPUT_INDEX"]).read_text(encoding="utf-8"))
+    assert not (out / "old.txt").exists()
+    assert (manifest["stride"], manifest["bands"], manifest["split"], manifest["seed"]) == (64, [3, 2, 1], "random", 2)
+    assert (result["TRAIN_COUNT"], result["VAL_COUNT"]) == (6, 3)  # 3 x 3 windows, random takes exactly 30 %
+
+
+def _refused(params: dict, match: str, out: Path) -> None:
+    before = sorted(p.name for p in out.iterdir()) if out.exists() else None
+    with pytest.raises(QgsProcessingException, match=match):
+        run({**params, "OUTPUT_FOLDER": str(out)})
+    after = sorted(p.name for p in out.iterdir()) if out.exists() else None
+    assert after == before
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_mask_codes_are_named(provider, scene, tmp_path):
+    codes = np.full((1, 256, 256), 4, np.uint8)
+    codes[0, 10, 10] = 13
+    mask = _write(tmp_path / "bad_scl.tif", codes)
+    _refused({"INPUT": str(scene.image), "MASK": mask, "PATCH_SIZE": 64}, "codes 13 are not SCL codes", tmp_path / "o")
+
+
+def test_two_band_scene_is_refused(provider, scene, tmp_path):
+    image = _write(tmp_path / "two.tif", np.ones((2, 256, 256), np.uint8))
+    _refused({"INPUT": image, "MASK": str(scene.scl), "PATCH_SIZE": 64}, "needs at least 3", tmp_path / "o")
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"PATCH_SIZE": 512}, r"Patch size 512 px is larger than the scene \(256 x 256 px\); use at most 256"),
+        ({"PATCH_SIZE": 100}, "Patch size 100 px is not a multiple of 8; use e.g. 96 or 104"),
+        ({"PATCH_SIZE": 64, "STRIDE": -8}, "Stride -8 px is negative"),
+        ({"PATCH_SIZE": 64, "BANDS": "1,2"}, "not three band numbers"),
+    ],
+)
+def test_bad_settings_get_a_clear_message(provider, scene, tmp_path, params, match):
+    _refused({"INPUT": str(scene.image), "MASK": str(scene.scl), **params}, match, tmp_path / "o")
+
+
+def test_no_patch_valid_enough_says_how_many_were_tried(provider, scene, tmp_path):
+    codes = np.zeros((1, 256, 256), np.uint8)
+    codes[0, :16, :16] = 4  # the best 64 px patch is 6.2 % valid
+    mask = _write(tmp_path / "sparse_scl.tif", codes)
+    _refused({"INPUT": str(scene.image), "MASK": mask, "PATCH_SIZE": 64},
+             r"None of the 16 patches has at least 50% valid SCL pixels .*; the best has 6.2%", tmp_path / "o")
+
+
+def test_non_empty_output_folder_is_refused(provider, scene, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    _refused({"INPUT": str(scene.image), "MASK": str(scene.scl), "PATCH_SIZE": 64}, "is not empty", out)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_unreadable_file_is_refused(provider, scene, tmp_path):
+    broken = tmp_path / "broken.tif"
+    broken.write_text("not a raster")
+    _refused({"INPUT": str(broken), "MASK": str(scene.scl), "PATCH_SIZE": 64}, "Cannot read the scene", tmp_path / "o")
+
+
+def test_makepatches_through_qgis_process(qgis_process_json, scene, tmp_path):
+    results = qgis_process_json(
+        "scldeeplab:makepatches",
+        INPUT=scene.image, MASK=scene.scl, PATCH_SIZE=128, OUTPUT_FOLDER=tmp_path / "patches",
+    )
+    assert Path(results["OUTPUT_INDEX"]) == tmp_path / "patches" / "index.json"
+    manifest = json.loads((tmp_path / "patches" / "index.json").read_text(encoding="utf-8"))
+    assert len(manifest["patches"]) == 4 == results["TRAIN_COUNT"] + results["VAL_COUNT"]
+    assert results["VAL_COUNT"] == 1
+    assert (tmp_path / "patches" / "preview.png").exists()
