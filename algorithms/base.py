@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import sysconfig
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,18 @@ class FeedbackProgress:
         self._feedback.pushWarning(message)
 
 
+def _linux_pip_install() -> str:
+    """The pip command for the Python QGIS embeds (there sys.executable is QGIS or any python3 on PATH)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    python = Path(sys.prefix) / "bin" / f"python{version}"
+    command = f"{python if python.exists() else 'python3'} -m pip install"
+    # Debian and Ubuntu mark the system Python externally managed (PEP 668): install for this user only.
+    managed = (Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").exists()
+    if managed and sys.prefix == sys.base_prefix:
+        command += " --user --break-system-packages"
+    return command
+
+
 def torch_install_hint() -> str:
     """What to do when PyTorch is missing from the Python QGIS runs."""
     if sys.platform.startswith("win"):
@@ -57,7 +70,7 @@ def torch_install_hint() -> str:
     elif sys.platform == "darwin":
         how = "run: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install torch torchvision"
     else:
-        how = f"run: {sys.executable or 'python3'} -m pip install torch torchvision"
+        how = f"run: {_linux_pip_install()} torch torchvision"
     return (
         "PyTorch and torchvision are not installed in the Python that QGIS uses. "
         f"To install them, {how}; then restart QGIS."

@@ -1,29 +1,126 @@
-"""The plugin object QGIS creates: it registers the SCL DeepLab Processing provider."""
+"""The plugin object QGIS creates: the Processing provider, the SCL DeepLab menu and toolbar, the compare dock."""
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication
+import importlib.util
 
+from qgis.core import QgsApplication, QgsProcessingProvider
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QCoreApplication, Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction, QMenu, QToolBar, QToolButton
+
+from ..algorithms.base import RESOURCES, torch_install_hint
 from ..provider.provider import SclDeepLabProvider
+from .compare_dock import CompareDock
+from .menu import add_algorithm_actions
+
+TITLE = "SCL DeepLab"
+PROVIDER_ID = "scldeeplab"
+
+
+def torch_missing() -> bool:
+    """True when PyTorch or torchvision cannot be imported by the Python QGIS runs."""
+    return any(importlib.util.find_spec(module) is None for module in ("torch", "torchvision"))
 
 
 class SclDeepLabPlugin:
-    """Registers the provider when QGIS (desktop or qgis_process) starts the plugin."""
+    """Registers the provider when QGIS (desktop or qgis_process) starts the plugin; adds the GUI in desktop."""
 
     def __init__(self, iface) -> None:
         self.iface = iface
         self.provider: SclDeepLabProvider | None = None
+        self.menu: QMenu | None = None
+        self.toolbar: QToolBar | None = None
+        self.dock: CompareDock | None = None
+        self.dock_action: QAction | None = None
+        self._menu_provider: QgsProcessingProvider | None = None
+
+    @staticmethod
+    def tr(text: str) -> str:
+        return QCoreApplication.translate("SclDeepLabPlugin", text)
 
     def initProcessing(self) -> None:  # noqa: N802 - QGIS's name
         """Add the provider; qgis_process calls this without initGui."""
-        if self.provider is None:
-            self.provider = SclDeepLabProvider()
-            QgsApplication.processingRegistry().addProvider(self.provider)
+        if self.provider is None and self._registered() is None:
+            provider = SclDeepLabProvider()
+            # On a duplicate id the registry deletes the object, so keep it only when added.
+            if QgsApplication.processingRegistry().addProvider(provider):
+                self.provider = provider
+
+    @staticmethod
+    def _registered() -> QgsProcessingProvider | None:
+        """The registered SCL DeepLab provider: ours, or one a test harness registered first."""
+        return QgsApplication.processingRegistry().providerById(PROVIDER_ID)
 
     def initGui(self) -> None:  # noqa: N802 - QGIS's name
+        """Add Raster > SCL DeepLab, the SCL DeepLab toolbar and the (hidden) compare dock."""
         self.initProcessing()
+        main_window = self.iface.mainWindow()
+        icon = QIcon(str(RESOURCES / "icon.svg"))
+
+        self.dock = CompareDock(main_window)
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.dock.hide()
+        self.dock_action = QAction(
+            QgsApplication.getThemeIcon("/propertyicons/transparency.svg"),
+            self.tr("Compare Prediction and Reference…"), main_window)
+        self.dock_action.setObjectName("scldeeplab_compare")
+        self.dock_action.setToolTip(self.tr("Show or hide the SCL DeepLab compare panel"))
+        self.dock_action.setCheckable(True)
+        self.dock.setToggleVisibilityAction(self.dock_action)
+
+        self.menu = QMenu(TITLE, main_window)
+        self.menu.setObjectName("SclDeepLabMenu")
+        self.menu.setIcon(icon)
+        self._menu_provider = self._registered()
+        self._fill_menu()
+        # Processing reloads providers (e.g. after its settings change): the menu follows.
+        self._menu_provider.algorithmsLoaded.connect(self._fill_menu)
+        self.iface.rasterMenu().addMenu(self.menu)
+
+        self.toolbar = self.iface.addToolBar(TITLE)
+        self.toolbar.setObjectName("SclDeepLabToolbar")
+        button = QToolButton(self.toolbar)
+        button.setObjectName("SclDeepLabToolButton")
+        button.setIcon(icon)
+        button.setText(TITLE)
+        button.setToolTip(self.tr("SCL DeepLab algorithms"))
+        button.setMenu(self.menu)
+        button.setPopupMode(QToolButton.InstantPopup)
+        self.toolbar.addWidget(button)
+        self.toolbar.addAction(self.dock_action)
+
+        if torch_missing():
+            self.iface.messageBar().pushWarning(TITLE, torch_install_hint())
+
+    def _fill_menu(self) -> None:
+        self.menu.clear()
+        add_algorithm_actions(self.menu, self._menu_provider)
+        self.menu.addSeparator()
+        self.menu.addAction(self.dock_action)
 
     def unload(self) -> None:
+        """Remove everything initGui and initProcessing added."""
+        if self.toolbar is not None:
+            self.iface.mainWindow().removeToolBar(self.toolbar)
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.menu is not None:
+            self.iface.rasterMenu().removeAction(self.menu.menuAction())
+            if not sip.isdeleted(self._menu_provider):
+                self._menu_provider.algorithmsLoaded.disconnect(self._fill_menu)
+            self._menu_provider = None
+            self.menu.deleteLater()
+            self.menu = None
+        if self.dock is not None:
+            self.dock.cleanup()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.dock_action is not None:
+            self.dock_action.deleteLater()
+            self.dock_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
