@@ -57,3 +57,7 @@ class TrainingError(SclDeepLabError, RuntimeError):
 
 class Canceled(SclDeepLabError):
     """The user canceled; whatever was complete before stays valid."""
+
+
+class CatalogueError(SclDeepLabError, ConnectionError):
+    """A STAC catalogue or a remote image cannot be reached, or refused the request."""

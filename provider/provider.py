@@ -8,8 +8,14 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from ..algorithms.download_l2a import DownloadL2A
+from ..algorithms.evaluate import Evaluate
+from ..algorithms.finetune_layer4 import FinetuneLayer4
 from ..algorithms.make_patches import MakePatches
+from ..algorithms.predict import Predict
+from ..algorithms.prepare_l2a import PrepareL2A
 from ..algorithms.sample_scene import SampleScene
+from ..algorithms.train_head import TrainHead
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,4 +42,10 @@ class SclDeepLabProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS's name
         self.addAlgorithm(SampleScene())
+        self.addAlgorithm(PrepareL2A())
+        self.addAlgorithm(DownloadL2A())
         self.addAlgorithm(MakePatches())
+        self.addAlgorithm(TrainHead())
+        self.addAlgorithm(FinetuneLayer4())
+        self.addAlgorithm(Predict())
+        self.addAlgorithm(Evaluate())

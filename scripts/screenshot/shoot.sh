@@ -19,8 +19,9 @@ export DISPLAY=:77
 Xvfb :77 -screen 0 1440x900x24 -nolisten tcp >/dev/null 2>&1 &
 XVFB=$!
 sleep 2
-export QGIS_PLUGINPATH=/work/main/.venv/plugins
-export PYTHONPATH=/work/main/.venv/lib/python3.11/site-packages:/work/main/.venv/plugins
+ROOT="$(cd "$HERE/../.." && pwd)"
+export QGIS_PLUGINPATH="$ROOT/.venv/plugins"
+export PYTHONPATH="$ROOT/.venv/lib/python3.11/site-packages:$ROOT/.venv/plugins"
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/runtime-$(id -u)}
 export SHOT_OUT="$SHOT/screen.png"
 rm -f "$SHOT_OUT"
