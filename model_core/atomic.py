@@ -26,6 +26,12 @@ def _check_parent(final: Path) -> None:
         raise OutputError(f"Cannot write to {parent}: permission denied. Choose another output path.")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_file(final: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success it replaces ``final``.
@@ -40,6 +46,8 @@ def atomic_file(final: Path | str) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file private; outputs get the usual permissions.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
     finally:
         if tmp.exists():
@@ -66,6 +74,7 @@ def atomic_folder(final: Path | str, *, overwrite: bool = False) -> Iterator[Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -3,7 +3,10 @@
 The model sees true colour scaled to 0-1. 8-bit true colour (Sentinel-2 TCI, or
 any 0-255 RGB) is divided by 255. 16-bit Sentinel-2 reflectance numbers (B04, B03,
 B02 as in the product, quantification 10000) are mapped the way ESA makes TCI:
-reflectance 0-0.2 spans the full range, brighter saturates.
+reflectance 0-0.25 spans the full range, brighter saturates (measured against a
+real product's TCI). From processing baseline 04.00 on, raw numbers also carry
+BOA_ADD_OFFSET (-1000): use scldeeplab:preparel2a, which removes it, rather than
+the raw band files of such products.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import numpy as np
 
 from .errors import InputError
 
-TCI_REFLECTANCE_MAX = 0.2  # TCI maps reflectance 0..0.2 onto 0..255
+TCI_REFLECTANCE_MAX = 0.25  # ESA's TCI maps reflectance 0..0.25 onto 1..255
 QUANTIFICATION = 10000.0
 
 

@@ -63,3 +63,10 @@ def test_unwritable_parent_is_a_clear_error(tmp_path):
     with pytest.raises(OutputError, match="Cannot create the folder"):
         with atomic_file(blocker / "sub" / "out.tif"):
             pass
+
+
+def test_outputs_get_ordinary_permissions(tmp_path):
+    final = tmp_path / "out.tif"
+    with atomic_file(final) as tmp:
+        tmp.write_bytes(b"x")
+    assert final.stat().st_mode & 0o044 == 0o044  # readable by group and others, like any file

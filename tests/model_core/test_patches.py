@@ -257,7 +257,7 @@ def test_uint16_reflectance_and_band_order(tmp_path):
     config = PatchConfig(patch_size_px=64, bands=(3, 2, 1), val_fraction=0)
     result = make_patches(scene.image, scene.scl, tmp_path / "out", config)
     manifest = json.loads(result.index.read_text(encoding="utf-8"))
-    assert manifest["dtype"] == "uint16" and manifest["input_scale"] == 2000.0 and manifest["bands"] == [3, 2, 1]
+    assert manifest["dtype"] == "uint16" and manifest["input_scale"] == 2500.0 and manifest["bands"] == [3, 2, 1]
     patch = manifest["patches"][0]
     with rasterio.open(scene.image) as src, rasterio.open(tmp_path / "out" / patch["image"]) as out:
         win = Window(**patch["window"])
