@@ -1,0 +1,159 @@
+"""``scldeeplab:predict``: segment a whole scene into SCL classes with a trained checkpoint."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from ..model_core.errors import InputError
+from ..model_core.patches import parse_bands
+from ..model_core.tiling import TILE_MULTIPLE, TilingConfig
+from .base import RESOURCES, FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, require_torch, style_output
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class Predict(SclAlgorithm):
+    """A scene's SCL predicted tile by tile, blended without seams, as a styled layer."""
+
+    INPUT, BANDS, MODEL = "INPUT", "BANDS", "MODEL"
+    TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, EXTENT = "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "EXTENT"
+    OUTPUT, OUTPUT_CONFIDENCE = "OUTPUT", "OUTPUT_CONFIDENCE"
+    GROUP = "prediction"
+    HELP = (
+        "Predicts the Sentinel-2 Scene Classification Layer (SCL) of a whole true-colour scene with a model "
+        "trained by Train head or Fine-tune layer4.\n\n"
+        "Scene: a raster like the one the model was trained on (same data type, e.g. 8-bit TCI). Bands says "
+        "which bands are red, green and blue (1,2,3 for TCI). A scene that does not match is refused with what "
+        "the model expects.\n"
+        "Model: the checkpoint (.pt). It is loaded once and reused while the file is unchanged, so batch runs "
+        "over many scenes are not slowed by loading.\n"
+        "Tile size (a multiple of 8) and overlap: the scene is cut into tiles that overlap; their class "
+        "probabilities are blended with a smooth window, so tile borders leave no seams. Overlap must be less "
+        "than half the tile size. Larger batches are faster on a GPU and need more memory.\n"
+        "Device: auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps.\n"
+        "Extent: optionally predict only part of the scene.\n\n"
+        "Output: SCL codes (GeoTIFF, same grid as the scene), styled with the SCL colours; scene no-data "
+        "(the no-data value, or all bands 0) becomes code 0. Confidence (optional): the winning class's "
+        "probability in percent, as a grey ramp.\n"
+        "Time: about 1.5-3 s per 512 x 512 tile on a 2-core CPU, far less on a GPU; with the defaults a "
+        "1830 x 1830 px scene is 16 tiles, a full 5490 x 5490 px tile at 20 m 169. Memory: about 1.5 GB."
+    )
+
+    def name(self) -> str:
+        return "predict"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS's name
+        return self.tr("Predict SCL for a scene")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS's name
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("True-colour scene")))
+        self.addParameter(
+            QgsProcessingParameterString(self.BANDS, self.tr("Red, green, blue bands"), defaultValue="1,2,3")
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(self.MODEL, self.tr("Model checkpoint"), extension="pt")
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.TILE_SIZE,
+                self.tr("Tile size (px, multiple of 8)"),
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=512,
+                minValue=TILE_MULTIPLE,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.OVERLAP,
+                self.tr("Overlap between tiles (px)"),
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=64,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE,
+                self.tr("Tiles per batch"),
+                type=QgsProcessingParameterNumber.Integer,
+                defaultValue=4,
+                minValue=1,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(self.DEVICE, self.tr("Device (auto, cpu, cuda, cuda:N, mps)"), "auto")
+        )
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: whole scene)"),
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Predicted SCL")))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_CONFIDENCE, self.tr("Confidence (%)"), optional=True, createByDefault=False
+            )
+        )
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
+        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
+        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
+        try:
+            TilingConfig(tile, overlap).validate()
+            parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+        except InputError as exc:
+            return False, str(exc)
+        device = self.parameterAsString(parameters, self.DEVICE, context).strip().lower()
+        if not DEVICE_PATTERN.match(device or "auto"):
+            return False, self.tr('Unknown device "{device}"; use auto, cpu, cuda, cuda:N or mps.').format(
+                device=device
+            )
+        if parameters.get(self.INPUT) and self.parameterAsRasterLayer(parameters, self.INPUT, context) is None:
+            return False, self.tr("Cannot read the scene {value}: check that the file exists and is a raster.").format(
+                value=parameters[self.INPUT]
+            )
+        return super().checkParameterValues(parameters, context)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
+        require_torch()
+        scene = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        checkpoint = self.parameterAsFile(parameters, self.MODEL, context)
+        out_path = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        conf_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
+        extent = None
+        if parameters.get(self.EXTENT):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, scene.crs())
+            extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        with core_errors_as_processing_exceptions():
+            from ..model_core.predict import PredictConfig, predict_scene_from_checkpoint
+
+            config = PredictConfig(
+                tiling=TilingConfig(
+                    self.parameterAsInt(parameters, self.TILE_SIZE, context),
+                    self.parameterAsInt(parameters, self.OVERLAP, context),
+                ),
+                batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+                device=self.parameterAsString(parameters, self.DEVICE, context).strip() or "auto",
+                bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
+                extent=extent,
+            )
+            result = predict_scene_from_checkpoint(
+                Path(scene.source()), Path(checkpoint), Path(out_path), config,
+                confidence_path=Path(conf_path) if conf_path else None, progress=FeedbackProgress(feedback),
+            )
+        feedback.pushInfo(
+            self.tr("Predicted {tiles} tiles in {seconds:.1f} s ({per:.2f} s per tile).").format(
+                tiles=result.tiles, seconds=result.seconds, per=result.seconds / max(1, result.tiles)
+            )
+        )
+        style_output(context, out_path, RESOURCES / "scl.qml", self.tr("Predicted SCL"))
+        if conf_path:
+            style_output(context, conf_path, Path(conf_path).with_suffix(".qml"), self.tr("Prediction confidence"))
+        return {self.OUTPUT: out_path, self.OUTPUT_CONFIDENCE: conf_path}

@@ -1,0 +1,7 @@
+"""``python -m scl_deeplab.model_core``: the model_core command line (see cli.py)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,164 @@
+"""One training run's machinery: optimizer, schedule, loss, and the work of an epoch.
+
+``train.py`` decides what to train and keeps the checkpoints; this module runs
+the batches. Frozen parameters never reach the optimizer; mixed precision
+follows ``device.pick_precision`` (bfloat16 autocast, or float16 with a grad
+scaler on CUDA); tensors are channels-last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics, scl
+from . import model as model_lib
+from .dataset import Manifest, class_weights, loaders
+from .errors import Canceled, DeviceError, SclDeepLabError, TrainingError
+from .progress import Progress
+
+
+@contextmanager
+def device_errors(batch_size: int) -> Iterator[None]:
+    """Turn running out of memory (GPU or CPU) into a ``DeviceError`` that says what to change."""
+    try:
+        yield
+    except SclDeepLabError:
+        raise
+    except torch.OutOfMemoryError as exc:
+        raise DeviceError(_out_of_memory(batch_size)) from exc
+    except RuntimeError as exc:
+        if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+            raise DeviceError(_out_of_memory(batch_size)) from exc
+        raise
+
+
+def _out_of_memory(batch_size: int) -> str:
+    if batch_size > 2:
+        return (
+            f"The device ran out of memory at BATCH_SIZE {batch_size}. Set BATCH_SIZE to {batch_size // 2} "
+            "(or make smaller patches)."
+        )
+    return (
+        f"The device ran out of memory at BATCH_SIZE {batch_size}. BATCH_SIZE 2 is the smallest: make smaller "
+        "patches (PATCH_SIZE in Make patches), or use a device with more memory."
+    )
+
+
+class Loop:
+    """Optimizer, schedule, loss and the batches of one training run."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        manifest: Manifest,
+        config: Any,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+        train_histogram: np.ndarray,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        """Set up loaders, AdamW on the trainable parameters, the poly schedule and the loss.
+
+        ``config`` is a ``train.TrainConfig``; ``train_histogram`` holds training pixels by SCL code.
+        """
+        self.net, self.config, self.device, self.dtype = net, config, device, autocast_dtype
+        self.train_loader, self.val_loader = loaders(
+            manifest,
+            batch_size=config.batch_size,
+            mean=mean,
+            std=std,
+            workers=config.workers,
+            seed=config.seed,
+            pin_memory=device.type == "cuda",
+        )
+        head, backbone = model_lib.trainable_parameters(net)
+        groups = [{"params": head, "lr": config.learning_rate}]
+        if backbone:
+            groups.append({"params": backbone, "lr": config.learning_rate * config.backbone_lr_factor})
+        # The fused kernel steps the head's tens of millions of parameters in one pass (several times faster).
+        fused = device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=fused)
+        total = max(1, config.epochs * len(self.train_loader))
+        # DeepLab's "poly" schedule: the rate falls smoothly towards zero at the last step.
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: (1 - min(step, total - 1) / total) ** 0.9
+        )
+        weight = class_weights(train_histogram).to(device) if config.class_weights else None
+        self.criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=scl.IGNORE_INDEX)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+
+    @property
+    def learning_rate(self) -> float:
+        """The head's current learning rate."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def _loss(self, outputs: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        loss = self.criterion(outputs["out"].float(), target)
+        if "aux" in outputs:
+            loss = loss + self.config.aux_weight * self.criterion(outputs["aux"].float(), target)
+        return loss
+
+    def _to_device(self, image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image = image.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        return image, target.to(self.device, non_blocking=True)
+
+    def train_epoch(self, progress: Progress) -> float:
+        """One pass over the training batches; returns the mean training loss.
+
+        Raises:
+            Canceled: the user asked to stop (checked before every batch).
+            TrainingError: the loss is not finite.
+        """
+        model_lib.train_mode(self.net)
+        total, seen = 0.0, 0
+        batches = len(self.train_loader)
+        for b, (image, target) in enumerate(self.train_loader):
+            if progress.is_canceled():
+                raise Canceled("Canceled by the user.")
+            if not (target != scl.IGNORE_INDEX).any():
+                continue  # only no-data pixels: nothing to learn, and the mean loss would be 0/0
+            image, target = self._to_device(image, target)
+            with self._autocast():
+                loss = self._loss(model_lib.forward(self.net, image), target)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"The training loss became {loss.item()} at batch {b + 1}; try a lower LEARNING_RATE "
+                    "(or precision float32)"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.step()
+            total += loss.item() * image.shape[0]
+            seen += image.shape[0]
+            progress.set_progress(100.0 * (b + 1) / batches)
+        return total / max(1, seen)
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, metrics.Scores]:
+        """Validation loss and scores, from a confusion matrix accumulated on the device."""
+        self.net.eval()
+        n = scl.NUM_CLASSES
+        confusion = torch.zeros((n, n), dtype=torch.int64, device=self.device)
+        total, seen = 0.0, 0
+        for image, target in self.val_loader:
+            image, target = self._to_device(image, target)
+            with self._autocast():
+                outputs = self.net(image)
+            loss = self._loss(outputs, target)
+            if torch.isfinite(loss):  # a batch of only no-data pixels has no loss
+                total += loss.item() * image.shape[0]
+                seen += image.shape[0]
+            confusion += metrics.confusion_from_indices_torch(target, outputs["out"].argmax(1))
+        return (total / seen if seen else float("nan")), metrics.scores(confusion.cpu().numpy())
