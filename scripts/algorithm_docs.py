@@ -1,0 +1,53 @@
+"""Print the README's parameter tables from the algorithms themselves, so they never drift.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/algorithm_docs.py > /tmp/tables.md
+"""
+
+from __future__ import annotations
+
+import sys
+
+from qgis.core import QgsApplication, QgsProcessingOutputDefinition
+
+ORDER = ["samplescene", "preparel2a", "downloadl2a", "makepatches", "trainhead", "finetunelayer4", "predict", "evaluate"]
+
+
+def _default(param) -> str:
+    value = param.defaultValue()
+    if value is None or value == "":
+        return ""
+    options = getattr(param, "options", None)
+    if callable(options) and isinstance(value, int):
+        try:
+            return str(options()[value])
+        except IndexError:
+            pass
+    return str(value)
+
+
+def main() -> None:
+    app = QgsApplication([], False)
+    app.initQgis()
+    from scl_deeplab.provider.provider import SclDeepLabProvider
+
+    provider = SclDeepLabProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    by_name = {alg.name(): alg for alg in provider.algorithms()}
+    out = []
+    for name in ORDER + sorted(set(by_name) - set(ORDER)):
+        alg = by_name.get(name)
+        if alg is None:
+            continue
+        out.append(f"#### `scldeeplab:{name}`: {alg.displayName()}\n")
+        out.append("| parameter | description | default |\n|---|---|---|")
+        for p in alg.parameterDefinitions():
+            optional = " (optional)" if p.flags() & p.FlagOptional else ""
+            out.append(f"| `{p.name()}` | {p.description()}{optional} | {_default(p)} |")
+        outputs = [o for o in alg.outputDefinitions() if isinstance(o, QgsProcessingOutputDefinition)]
+        names = ", ".join(f"`{o.name()}`" for o in outputs)
+        out.append(f"\nOutputs: {names}\n")
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
