@@ -166,7 +166,7 @@ def main() -> None:
     ])
     total = time.monotonic() - started
     print("\n=== Summary")
-    print(f"  validation mIoU after head: {float(head['MIOU']):.3f}, after layer4: {float(tuned['MIOU']):.3f}")
+    print(f"  validation mIoU after head: {float(head['MIOU']):.3f}, after fine-tuning: {float(tuned['MIOU']):.3f}")
     print(f"  evaluation scene: pixel accuracy {float(evaluated['PIXEL_ACCURACY']):.3f}, "
           f"mIoU {float(evaluated['MIOU']):.3f}, kappa {evaluated.get('KAPPA')}")
     print("  seconds per step: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + f"; total {total:.0f}")
