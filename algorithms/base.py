@@ -29,6 +29,7 @@ GROUPS = {
     "training": "Training",
     "prediction": "Prediction",
     "evaluation": "Evaluation",
+    "setup": "Set-up",
 }
 
 

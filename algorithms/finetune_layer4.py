@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import SclAlgorithm, require_torch
+from .base import SclAlgorithm
 from .train_head import add_training_outputs, advanced, learning_rate_parameter, run_training
 
 UNFREEZE_OPTIONS = ["layer4", "full"]
@@ -79,10 +79,7 @@ class FinetuneLayer4(SclAlgorithm):
         add_training_outputs(self)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
-        require_torch()
-        from ..model_core.train import TrainConfig
-
-        config = TrainConfig(
+        config = dict(  # TrainConfig's fields; the runtime (in-process or worker) builds it
             stage=self.parameterAsEnumString(parameters, self.UNFREEZE, context) or "layer4",
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),

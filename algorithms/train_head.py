@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from qgis.core import (
@@ -18,7 +18,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, require_torch
+from .base import SclAlgorithm, core_errors_as_processing_exceptions
 
 PRETRAINED_OPTIONS = ["auto", "coco", "imagenet", "none"]
 
@@ -72,16 +72,15 @@ def learning_rate_parameter(name: str, label: str, default: float) -> QgsProcess
 def run_training(
     config: Any, patches: str, output_model: str, output_curves: str, feedback, resume: str | None = None
 ) -> dict[str, Any]:
-    """Train with ``config`` (a ``TrainConfig``), write the curves, and return the algorithm's outputs."""
-    from ..model_core.curves import write_curves
-    from ..model_core.train import train
+    """Train with ``config`` (``TrainConfig``'s fields) in the chosen runtime, and return the algorithm's outputs."""
+    from .worker import run_task
 
-    progress = FeedbackProgress(feedback)
-    start = Path(resume) if resume else None
+    args = {"patches": patches, "config": config, "output": output_model, "curves": output_curves,
+            "resume": resume or None}
     with core_errors_as_processing_exceptions():
-        result = train(Path(patches), config, Path(output_model), resume=start, progress=progress)
-        written = write_curves(result.history, Path(output_curves))
-    progress.info(
+        result = SimpleNamespace(**run_task("train", args, feedback))
+    written = {"png": result.curves, "csv": result.history_csv}
+    feedback.pushInfo(
         f"Best epoch {result.best_epoch}: validation pixel accuracy {result.pixel_accuracy:.3f}, "
         f"mIoU {result.mean_iou:.3f}. Checkpoint: {result.best_path}"
     )
@@ -141,10 +140,7 @@ class TrainHead(SclAlgorithm):
         add_training_outputs(self)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
-        require_torch()
-        from ..model_core.train import TrainConfig
-
-        config = TrainConfig(
+        config = dict(  # TrainConfig's fields; the runtime (in-process or worker) builds it
             stage="head",
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),

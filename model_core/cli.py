@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli_runtime import add_environment, add_job
 from .errors import Canceled, SclDeepLabError
 
 log = logging.getLogger("scl_deeplab")
@@ -115,6 +116,7 @@ def add_predict(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("auto", "float32"), default="auto")
+    p.add_argument("--fast", action="store_true", help="output stride 16: 2-3x faster, coarser class edges")
     p.add_argument("--extent", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
                    help="only this part, in the scene's CRS")
     p.add_argument("--output", required=True, type=Path, nargs="+", help="one GeoTIFF per --input")
@@ -140,6 +142,7 @@ def run_predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         bands=parse_bands(args.bands),
         extent=tuple(args.extent) if args.extent else None,
+        fast=args.fast,
     )
     results = []
     for scene, out, conf in zip(args.input, args.output, confidence):
@@ -192,6 +195,8 @@ COMMANDS: list[Registration] = [
     add_train,
     add_predict,
     add_evaluate,
+    add_environment,
+    add_job,
 ]
 
 

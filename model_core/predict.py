@@ -31,6 +31,7 @@ from rasterio.windows import transform as window_transform
 from . import scl
 from .atomic import atomic_file
 from .device import Precision, describe, pick_device, pick_precision
+from .fast import output_stride_16
 from .errors import BandCountError, CheckpointError, InputError
 from .progress import SILENT, Progress, check_canceled
 from .radiometry import to_unit
@@ -50,6 +51,8 @@ class PredictConfig:
     (red, green, blue); ``None`` takes the first bands. ``extent`` is
     (left, bottom, right, top) in the scene's CRS; ``None`` predicts it all.
     ``precision`` is "auto" (bfloat16 where the hardware has it) or "float32".
+    ``fast`` runs the network at output stride 16 (``fast.output_stride_16``):
+    about 2-3x faster, with slightly coarser class edges.
     """
 
     tiling: TilingConfig = field(default_factory=TilingConfig)
@@ -58,6 +61,7 @@ class PredictConfig:
     precision: str = "auto"
     bands: tuple[int, ...] | None = None
     extent: tuple[float, float, float, float] | None = None
+    fast: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,9 @@ def predict_scene(
             f"as {', '.join(spec.band_order)}."
         )
         progress.info(describe(device, precision))
+        if config.fast:
+            model = output_stride_16(model)
+            progress.info("Fast mode: the network runs at output stride 16 (coarser class edges).")
         profile = label_profile(
             {"width": width, "height": height, "crs": src.crs, "transform": window_transform(region, src.transform)}
         )

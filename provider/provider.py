@@ -9,6 +9,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..algorithms.download_l2a import DownloadL2A
+from ..algorithms.environment import Environment
 from ..algorithms.evaluate import Evaluate
 from ..algorithms.finetune_layer4 import FinetuneLayer4
 from ..algorithms.make_patches import MakePatches
@@ -40,6 +41,19 @@ class SclDeepLabProvider(QgsProcessingProvider):
         meta.read(ROOT / "metadata.txt", encoding="utf-8")
         return meta.get("general", "version", fallback="")
 
+    def load(self) -> bool:
+        """Adds the runtime settings to Processing > Options > Providers, then the algorithms."""
+        from .settings import add_settings
+
+        add_settings(self)
+        return super().load()
+
+    def unload(self) -> None:
+        from .settings import remove_settings
+
+        remove_settings()
+        super().unload()
+
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS's name
         self.addAlgorithm(SampleScene())
         self.addAlgorithm(PrepareL2A())
@@ -49,3 +63,4 @@ class SclDeepLabProvider(QgsProcessingProvider):
         self.addAlgorithm(FinetuneLayer4())
         self.addAlgorithm(Predict())
         self.addAlgorithm(Evaluate())
+        self.addAlgorithm(Environment())

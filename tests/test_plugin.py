@@ -61,7 +61,7 @@ def test_algorithms_sit_in_the_stage_groups(registry, qgis_iface):
         provider = registry.providerById("scldeeplab")
         groups = {alg.name(): alg.group() for alg in provider.algorithms()}
         assert groups["samplescene"] == "Data" and groups["makepatches"] == "Data"
-        assert set(groups.values()) <= {"Data", "Training", "Prediction", "Evaluation"}
+        assert set(groups.values()) <= {"Data", "Training", "Prediction", "Evaluation", "Set-up"}
         assert all(alg.shortHelpString() for alg in provider.algorithms())
     finally:
         plugin.unload()
