@@ -1,0 +1,92 @@
+"""``scldeeplab:environment`` ("Check runtime"): which Python runs the model, with what, on which device."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingException, QgsProcessingOutputBoolean, QgsProcessingOutputString
+
+from .base import SclAlgorithm
+from .worker import chosen_runtime, no_runtime_message, run_task, torch_in_process, worker_python
+
+STRINGS = {
+    "RUNTIME": "Runtime (in-process or worker)",
+    "RUNTIME_REASON": "Why this runtime",
+    "WORKER_PYTHON": "Worker Python",
+    "PYTHON": "Python version",
+    "PYTHON_EXECUTABLE": "Python executable",
+    "TORCH_VERSION": "torch version",
+    "TORCHVISION_VERSION": "torchvision version",
+    "RASTERIO_VERSION": "rasterio version",
+    "NUMPY_VERSION": "numpy version",
+    "MISSING": "Missing packages",
+    "CUDA_DEVICES": "CUDA GPUs",
+    "CPU": "CPU model",
+    "DEVICE": "Device picked by DEVICE auto",
+    "PRECISION": "Precision picked",
+    "DEVICE_REASON": "Why this device and precision",
+    "ERROR": "What went wrong (empty when the runtime works)",
+}
+BOOLEANS = {
+    "CUDA_AVAILABLE": "CUDA available",
+    "MPS_AVAILABLE": "Apple MPS available",
+    "CPU_NATIVE_BF16": "CPU has native bfloat16",
+    "READY": "Ready to run the model",
+}
+
+
+class Environment(SclAlgorithm):
+    """Reports the runtime the model algorithms use, as log lines and as outputs."""
+
+    GROUP = "setup"
+    HELP = (
+        "Checks where SCL DeepLab runs its model and what that Python has. No inputs.\n\n"
+        "Runtime: in-process (QGIS's own Python) or worker (a separate Python, set in Processing > Options > "
+        "Providers > SCL DeepLab > Worker Python, or the environment variables SCL_DEEPLAB_RUNTIME and "
+        "SCL_DEEPLAB_WORKER_PYTHON).\n"
+        "Reports Python and the versions of torch, torchvision, rasterio and numpy, whether CUDA or Apple MPS is "
+        "available and the GPU names, the CPU and whether it computes bfloat16 natively, and the device and "
+        "precision that DEVICE auto picks, with the reason. When PyTorch is missing it says what to install "
+        "and does not fail. Takes a few seconds."
+    )
+
+    def name(self) -> str:
+        return "environment"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS's name
+        return self.tr("Check runtime")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS's name
+        for key, label in STRINGS.items():
+            self.addOutput(QgsProcessingOutputString(key, self.tr(label)))
+        for key, label in BOOLEANS.items():
+            self.addOutput(QgsProcessingOutputBoolean(key, self.tr(label)))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
+        runtime, why = chosen_runtime()
+        feedback.pushInfo(self.tr("Runtime: {runtime} ({why}).").format(runtime=runtime, why=why))
+        if runtime == "worker":
+            feedback.pushInfo(self.tr("Worker Python: {python}").format(python=worker_python()))
+        report, error = {}, ""
+        if runtime == "in-process" and not torch_in_process():
+            from ..model_core.runtime_report import runtime_report
+
+            report, error = runtime_report(), no_runtime_message()
+        else:
+            try:
+                report = run_task("environment", {}, feedback)
+            except QgsProcessingException as exc:  # the report is the answer, so it never fails
+                error = str(exc)
+        from ..model_core.runtime_report import report_lines
+
+        if report:
+            for line in report_lines(report):
+                feedback.pushInfo(line)
+        if error:
+            feedback.reportError(error, fatalError=False)
+        outputs = {key.lower(): "" for key in STRINGS}
+        outputs.update({k: v for k, v in report.items()})
+        results = {key: str(outputs.get(key.lower(), "")) for key in STRINGS}
+        results.update(RUNTIME=runtime, RUNTIME_REASON=why, WORKER_PYTHON=worker_python(), ERROR=error,
+                       DEVICE_REASON=str(report.get("reason", "")))
+        results.update({key: bool(report.get(key.lower(), False)) for key in BOOLEANS})
+        results["READY"] = bool(report) and not error and not report.get("missing")
+        return results
