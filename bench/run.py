@@ -1,0 +1,247 @@
+"""`make bench`: the plugin's prediction and training paths against a naive baseline, on this machine.
+
+Prints a table, writes bench/results.json, and prints a one-line JSON summary last.
+``--quick`` uses smaller scenes and fewer repetitions (about a minute). Weights are
+random (with BatchNorm statistics taken from the scene): speed does not depend on
+them. Timings are medians over repetitions, with min-max spread; on a shared
+machine they are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import train_bench
+import workloads as w
+from scl_deeplab.model_core import checkpoint
+from scl_deeplab.model_core.device import cpu_has_native_bf16, cpu_model, pick_device, pick_precision
+from scl_deeplab.model_core.fast import output_stride_16
+from scl_deeplab.model_core.predict import PredictConfig, predict_scene_from_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+
+SETTINGS = {
+    # predict scene (w, h), reps, RSS base scene side, train scene side, patch, batch, epochs, qgis scene side
+    "quick": {"scene": (512, 512), "reps": 2, "rss": 256, "rss_tile": (256, 32), "train_scene": 256, "patch": 128,
+              "batch": 2, "train_reps": 1, "qgis": 256},
+    "full": {"scene": (1344, 1344), "reps": 3, "rss": 1344, "rss_tile": (512, 64), "train_scene": 768, "patch": 256,
+             "batch": 4, "train_reps": 3, "qgis": 1344},
+}
+
+
+def spread(t: dict[str, Any], unit: str = "s", scale: float = 1.0, digits: int = 2) -> str:
+    """"1.23 s (1.20-1.30, n=3)"."""
+    return (f"{t['median'] * scale:.{digits}f} {unit} ({t['min'] * scale:.{digits}f}-{t['max'] * scale:.{digits}f}, "
+            f"n={t['n']})")
+
+
+def predict_section(tmp: Path, ckpt: Path, s: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Throughput and agreement: naive, plugin default, plugin fast, on one scene."""
+    width, height = s["scene"]
+    image = w.scene(tmp, f"scene_{width}x{height}", width, height)
+    mp = width * height / 1e6
+    naive_model, _ = checkpoint.load_model(ckpt, device)
+    naive = w.timed(lambda: w.naive_predict(naive_model, image), s["reps"])
+    naive_tiles = len(w.plan_tiles(width, height, 512, 0))
+    out: dict[str, Any] = {"scene_px": [width, height], "megapixels": mp,
+                           "naive": {"s": naive, "tiles": naive_tiles}}
+    for name, config in (("plugin", PredictConfig()), ("fast", PredictConfig(fast=True))):
+        path = tmp / f"pred_{name}.tif"
+        t = w.timed(lambda: predict_scene_from_checkpoint(image, ckpt, path, config), s["reps"])
+        out[name] = {"s": t, "tiles": t["result"].tiles, "agreement": w.agreement(w.read_codes(path), naive["result"]),
+                     "device": t["result"].device}
+    out["fast"]["agreement_with_plugin"] = w.agreement(w.read_codes(tmp / "pred_fast.tif"),
+                                                       w.read_codes(tmp / "pred_plugin.tif"))
+    for name in ("naive", "plugin", "fast"):
+        entry = out[name]
+        entry["s_per_tile"] = entry["s"]["median"] / entry["tiles"]
+        entry["mp_per_s"] = mp / entry["s"]["median"]
+        entry["s"] = {k: v for k, v in entry["s"].items() if k != "result"}
+    out["plugin"]["speedup"] = out["plugin"]["mp_per_s"] / out["naive"]["mp_per_s"]
+    out["fast"]["speedup"] = out["fast"]["mp_per_s"] / out["naive"]["mp_per_s"]
+    del naive_model
+    return out
+
+
+def rss_section(tmp: Path, ckpt: Path, side: int, tile: tuple[int, int]) -> dict[str, Any]:
+    """Peak RSS of predict on a scene and on one of 4x its area, each in a fresh process."""
+    rows = {}
+    for name, n in (("scene", side), ("scene_4x", 2 * side)):
+        image = w.scene(tmp, f"rss_{n}", n, n, seed=2)
+        proc = subprocess.run([sys.executable, str(HERE / "rss_child.py"), str(image), str(ckpt), str(tmp / f"rss_{n}_out.tif"),
+                               str(tile[0]), str(tile[1])],
+                              capture_output=True, text=True, check=True)
+        rows[name] = {"side_px": n, "tile_px": tile[0], "overlap_px": tile[1], **json.loads(proc.stdout.strip().splitlines()[-1])}
+    rows["ratio"] = rows["scene_4x"]["peak_rss_mb"] / rows["scene"]["peak_rss_mb"]
+    return rows
+
+
+def train_section(tmp: Path, s: dict[str, Any]) -> dict[str, Any]:
+    """Patches per second of the plugin's loop and the naive loop, for the head and layer4 stages."""
+    manifest = train_bench.patches(tmp, s["train_scene"], s["patch"])
+    out: dict[str, Any] = {"patch_px": s["patch"], "batch": s["batch"]}
+    for stage in ("head", "layer4"):
+        naive = train_bench.naive_rate(manifest, stage, s["batch"], s["train_reps"])
+        plugin = train_bench.plugin_rate(manifest, stage, s["batch"], s["train_reps"])
+        out[stage] = {"naive": naive, "plugin": plugin, "speedup": plugin["median"] / naive["median"]}
+    return out
+
+
+def qgis_section(tmp: Path, ckpt: Path, side: int) -> dict[str, Any]:
+    """Wall time of predict through scripts/qgis-process and through the model_core CLI, both from a cold start."""
+    image = w.scene(tmp, f"qgis_{side}", side, side, seed=3)
+    commands = {
+        "qgis_process": [str(ROOT / "scripts" / "qgis-process"), "run", "scldeeplab:predict", "--json", "--",
+                         f"INPUT={image}", f"MODEL={ckpt}", f"OUTPUT={tmp / 'qgis_out.tif'}"],
+        "direct_cli": [sys.executable, "-m", "scl_deeplab.model_core", "predict", "--input", str(image),
+                       "--model", str(ckpt), "--output", str(tmp / "direct_out.tif")],
+    }
+    out: dict[str, Any] = {"side_px": side}
+    for name, cmd in commands.items():
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        out[name] = {"wall_s": time.perf_counter() - t0, "rc": proc.returncode}
+        if proc.returncode:
+            out[name]["error"] = (proc.stderr or proc.stdout)[-500:]
+    t0 = time.perf_counter()
+    predict_scene_from_checkpoint(image, ckpt, tmp / "warm_out.tif", PredictConfig())
+    out["direct_in_process_warm_s"] = time.perf_counter() - t0
+    out["overhead_s"] = out["qgis_process"]["wall_s"] - out["direct_cli"]["wall_s"]
+    out["overhead_ratio"] = out["qgis_process"]["wall_s"] / out["direct_cli"]["wall_s"]
+    if out["qgis_process"]["rc"] == 0 and out["direct_cli"]["rc"] == 0:
+        out["outputs_identical"] = bool((w.read_codes(tmp / "qgis_out.tif") == w.read_codes(tmp / "direct_out.tif")).all())
+    return out
+
+
+def limit_section(ckpt: Path, predict: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """FLOPs per tile (plain and fast), measured matmul peaks, and how much of the peak prediction reaches."""
+    model, _ = checkpoint.load_model(ckpt, "cpu")
+    flops = w.flops_per_tile(model)
+    flops_fast = w.flops_per_tile(output_stride_16(model))
+    del model
+    peaks = {"fp32": w.matmul_peak(torch.float32)}
+    if cpu_has_native_bf16() or device.type != "cpu":
+        peaks["bf16"] = w.matmul_peak(torch.bfloat16)
+    precision = pick_precision(device, "auto").name
+    # The best of the repetitions: the least disturbed by other work on a shared machine.
+    peak_used = peaks["bf16" if precision == "bfloat16" and "bf16" in peaks else "fp32"]["best"]
+    achieved = flops / predict["plugin"]["s_per_tile"] / 1e9
+    return {
+        "gflop_per_tile": flops / 1e9,
+        "gflop_per_tile_fast": flops_fast / 1e9,
+        "peak_gflops": peaks,
+        "plugin_precision": precision,
+        "plugin_gflops": achieved,
+        "plugin_fraction_of_peak": achieved / peak_used,
+        "naive_gflops": flops / predict["naive"]["s_per_tile"] / 1e9,
+        "naive_fraction_of_fp32_peak": flops / predict["naive"]["s_per_tile"] / 1e9 / peaks["fp32"]["best"],
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    """The results as lines for the screen."""
+    p, lines = r["predict"], []
+    lines.append(f"CPU: {r['cpu']} | torch {r['torch']} ({r['cpu_capability']}) | bf16 native: {r['bf16_native']} | "
+                 f"threads {r['threads']} | device {r['device']} | mode {r['mode']}")
+    lines.append(f"Load at start (1-min avg): {r['load_before']:.2f} on {os.cpu_count()} cores - shared machine, noisy.")
+    lines.append(f"\nPrediction, scene {p['scene_px'][0]} x {p['scene_px'][1]} px ({p['megapixels']:.2f} MP):")
+    lines.append(f"  {'path':<8}{'tiles':>6}  {'scene time (median, min-max)':<34}{'s/tile':>8}{'MP/s':>8}"
+                 f"{'speedup':>9}{'agree':>9}")
+    for name in ("naive", "plugin", "fast"):
+        e = p[name]
+        lines.append(f"  {name:<8}{e['tiles']:>6}  {spread(e['s']):<34}{e['s_per_tile']:>8.2f}{e['mp_per_s']:>8.3f}"
+                     f"{e.get('speedup', 1.0):>8.2f}x{e.get('agreement', 1.0) * 100:>8.2f}%")
+    lines.append(f"  plugin: {p['plugin']['device']}  fast vs plugin agreement "
+                 f"{p['fast']['agreement_with_plugin'] * 100:.2f}%")
+    m = r["memory"]
+    lines.append(f"\nMemory (peak RSS, fresh process): {m['scene']['side_px']}^2 px {m['scene']['peak_rss_mb']:.0f} MB, "
+                 f"{m['scene_4x']['side_px']}^2 px {m['scene_4x']['peak_rss_mb']:.0f} MB, ratio {m['ratio']:.3f} "
+                 f"(tiles {m['scene']['tile_px']} px, overlap {m['scene']['overlap_px']} px)")
+    t = r["train"]
+    lines.append(f"\nTraining, patches {t['patch_px']} px, batch {t['batch']} (patches/s, median (min-max)):")
+    for stage in ("head", "layer4"):
+        e = t[stage]
+        lines.append(f"  {stage:<7} naive {spread(e['naive'], 'p/s')}  plugin {spread(e['plugin'], 'p/s')} "
+                     f"[{e['plugin']['precision']}]  speedup {e['speedup']:.2f}x")
+    q = r["qgis"]
+    lines.append(f"\nThrough QGIS, {q['side_px']}^2 px scene (cold start each): qgis_process "
+                 f"{q['qgis_process']['wall_s']:.1f} s, model_core CLI {q['direct_cli']['wall_s']:.1f} s, overhead "
+                 f"{q['overhead_s']:+.1f} s ({q['overhead_ratio']:.2f}x); warm in-process {q['direct_in_process_warm_s']:.1f} s; "
+                 f"identical outputs: {q.get('outputs_identical')}")
+    lim = r["limit"]
+    peaks = ", ".join(f"{k} {v['best']:.0f} (median {v['median']:.0f}) GFLOP/s" for k, v in lim["peak_gflops"].items())
+    lines.append(f"\nLimit: {lim['gflop_per_tile']:.0f} GFLOP per 512 tile (fast mode {lim['gflop_per_tile_fast']:.0f}); "
+                 f"matmul peak {peaks}; plugin reaches {lim['plugin_gflops']:.0f} GFLOP/s = "
+                 f"{lim['plugin_fraction_of_peak'] * 100:.0f}% of the {lim['plugin_precision']} peak (naive: "
+                 f"{lim['naive_gflops']:.0f} GFLOP/s, {lim['naive_fraction_of_fp32_peak'] * 100:.0f}% of fp32 peak); "
+                 f"overlap makes the plugin run {p['plugin']['tiles']}/{p['naive']['tiles']} tiles.")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller scenes, fewer repetitions (about a minute)")
+    parser.add_argument("--keep", type=Path, help="keep the scenes and outputs in this folder")
+    args = parser.parse_args()
+    mode = "quick" if args.quick or os.environ.get("QUICK") else "full"
+    s = SETTINGS[mode]
+    started = time.perf_counter()
+    device = pick_device("auto")
+    results: dict[str, Any] = {
+        "mode": mode, "cpu": cpu_model(), "bf16_native": cpu_has_native_bf16(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "device": str(device), "python": platform.python_version(),
+        "load_before": os.getloadavg()[0], "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if device.type == "cuda":
+        results["gpu"] = torch.cuda.get_device_name(device)
+    with tempfile.TemporaryDirectory(prefix="scl-bench-") as scratch:
+        tmp = args.keep or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
+        calib = w.scene(tmp, "calibration", 512, 512, seed=5)
+        ckpt = tmp / "bench_model.pt"
+        results["probe_accuracy"] = w.bench_model(ckpt, calib, tmp / "calibration_scl.tif")
+        sections = (
+            ("predict", lambda: predict_section(tmp, ckpt, s, device)),
+            ("memory", lambda: rss_section(tmp, ckpt, s["rss"], s["rss_tile"])),
+            ("train", lambda: train_section(tmp, s)),
+            ("qgis", lambda: qgis_section(tmp, ckpt, s["qgis"])),
+        )
+        for name, fn in sections:
+            t0 = time.perf_counter()
+            results[name] = fn()
+            print(f"[{name}: {time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+        results["limit"] = limit_section(ckpt, results["predict"], device)
+    results["load_after"] = os.getloadavg()[0]
+    results["total_s"] = time.perf_counter() - started
+    print(table(results))
+    print(f"\nTotal {results['total_s']:.0f} s; load {results['load_before']:.2f} -> {results['load_after']:.2f}.")
+    (HERE / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    p, t = results["predict"], results["train"]
+    summary = {
+        "cpu": results["cpu"], "bf16_native": results["bf16_native"], "mode": mode,
+        "predict_speedup": round(p["plugin"]["speedup"], 3), "predict_s_per_tile": round(p["plugin"]["s_per_tile"], 3),
+        "agreement": round(p["plugin"]["agreement"], 5), "fast_speedup": round(p["fast"]["speedup"], 3),
+        "fast_agreement": round(p["fast"]["agreement"], 5), "rss_ratio": round(results["memory"]["ratio"], 3),
+        "train_head_speedup": round(t["head"]["speedup"], 3), "train_layer4_speedup": round(t["layer4"]["speedup"], 3),
+        "qgis_overhead_s": round(results["qgis"]["overhead_s"], 2),
+        "fraction_of_peak": round(results["limit"]["plugin_fraction_of_peak"], 3),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
