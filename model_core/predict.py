@@ -32,6 +32,7 @@ from . import scl
 from .atomic import atomic_file
 from .device import Precision, describe, pick_device, pick_precision
 from .fast import output_stride_16
+from .styles import qml_document
 from .errors import BandCountError, CheckpointError, InputError
 from .progress import SILENT, Progress, check_canceled
 from .radiometry import to_unit
@@ -169,10 +170,7 @@ def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
 
 def confidence_qml() -> str:
     """A grey-ramp QGIS style for confidence rasters (0 % black, 100 % white, 255 transparent)."""
-    return (
-        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-        '<qgis version="3.22" styleCategories="AllStyleCategories">\n'
-        "  <pipe>\n"
+    return qml_document(
         '    <rasterrenderer type="singlebandgray" grayBand="1" gradient="BlackToWhite" opacity="1" alphaBand="-1">\n'
         "      <rasterTransparency/>\n"
         "      <contrastEnhancement>\n"
@@ -181,12 +179,6 @@ def confidence_qml() -> str:
         "        <algorithm>StretchToMinimumMaximum</algorithm>\n"
         "      </contrastEnhancement>\n"
         "    </rasterrenderer>\n"
-        '    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>\n'
-        '    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>\n'
-        '    <rasterresampler maxOversampling="2"/>\n'
-        "  </pipe>\n"
-        "  <blendMode>0</blendMode>\n"
-        "</qgis>\n"
     )
 
 

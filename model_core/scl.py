@@ -12,6 +12,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from .styles import qml_document
+
 
 @dataclass(frozen=True)
 class SclClass:
@@ -107,20 +109,11 @@ def qml() -> str:
         f'alpha="{0 if c.code == NO_DATA else 255}" label="{c.code} {escape(c.name)}"/>'
         for c in SCL_CLASSES
     )
-    return (
-        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-        '<qgis version="3.22" styleCategories="AllStyleCategories">\n'
-        "  <pipe>\n"
+    return qml_document(
         '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">\n'
         "      <rasterTransparency/>\n"
         "      <colorPalette>\n"
         f"{entries}\n"
         "      </colorPalette>\n"
         "    </rasterrenderer>\n"
-        '    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>\n'
-        '    <huesaturation saturation="0" grayscaleMode="0" colorizeOn="0"/>\n'
-        '    <rasterresampler maxOversampling="2"/>\n'
-        "  </pipe>\n"
-        "  <blendMode>0</blendMode>\n"
-        "</qgis>\n"
     )
