@@ -8,11 +8,10 @@ from qgis.core import (
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterString,
 )
 
 from .base import SclAlgorithm
-from .train_head import add_training_outputs, advanced, learning_rate_parameter, run_training
+from .train_head import add_run_parameters, add_training_outputs, advanced, learning_rate_parameter, run_training
 
 UNFREEZE_OPTIONS = ["layer4", "full"]
 
@@ -66,12 +65,7 @@ class FinetuneLayer4(SclAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.BACKBONE_LR_FACTOR, self.tr("Backbone learning-rate factor"),
             type=QgsProcessingParameterNumber.Double, defaultValue=1.0, minValue=0.001, maxValue=10.0)))
-        self.addParameter(advanced(QgsProcessingParameterString(self.DEVICE, self.tr("Device"), defaultValue="auto")))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.SEED, self.tr("Random seed"), type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.WORKERS, self.tr("Data loading worker processes"), type=QgsProcessingParameterNumber.Integer,
-            defaultValue=0, minValue=0, maxValue=32)))
+        add_run_parameters(self)
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_MODEL, self.tr("Fine-tuned model checkpoint"), fileFilter="PyTorch checkpoint (*.pt)"))
         self.addParameter(QgsProcessingParameterFileDestination(

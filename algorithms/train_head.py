@@ -60,6 +60,16 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
     return parameter
 
 
+def add_run_parameters(alg: QgsProcessingAlgorithm) -> None:
+    """DEVICE, SEED and WORKERS, the advanced run settings both training algorithms share."""
+    alg.addParameter(advanced(QgsProcessingParameterString("DEVICE", alg.tr("Device"), defaultValue="auto")))
+    alg.addParameter(advanced(QgsProcessingParameterNumber(
+        "SEED", alg.tr("Random seed"), type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)))
+    alg.addParameter(advanced(QgsProcessingParameterNumber(
+        "WORKERS", alg.tr("Data loading worker processes"), type=QgsProcessingParameterNumber.Integer,
+        defaultValue=0, minValue=0, maxValue=32)))
+
+
 def learning_rate_parameter(name: str, label: str, default: float) -> QgsProcessingParameterNumber:
     """A learning-rate field that shows enough decimals for 1e-4."""
     parameter = QgsProcessingParameterNumber(
@@ -127,12 +137,7 @@ class TrainHead(SclAlgorithm):
             fileFilter="PyTorch weights (*.pt *.pth)"))
         self.addParameter(QgsProcessingParameterBoolean(
             self.CLASS_WEIGHTS, self.tr("Weight the loss by inverse class frequency"), defaultValue=False))
-        self.addParameter(advanced(QgsProcessingParameterString(self.DEVICE, self.tr("Device"), defaultValue="auto")))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.SEED, self.tr("Random seed"), type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)))
-        self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.WORKERS, self.tr("Data loading worker processes"), type=QgsProcessingParameterNumber.Integer,
-            defaultValue=0, minValue=0, maxValue=32)))
+        add_run_parameters(self)
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_MODEL, self.tr("Model checkpoint"), fileFilter="PyTorch checkpoint (*.pt)"))
         self.addParameter(QgsProcessingParameterFileDestination(
