@@ -5,6 +5,7 @@ GeoTIFFs of one size with a train/val split. The model sees true colour in 0-1,
 normalised with the mean and std its weights expect; masks become class indices
 (SCL code - 1, code 0 -> ``scl.IGNORE_INDEX``). Training patches are flipped and
 rotated by multiples of 90 degrees at random; validation patches never are.
+Under torchrun each process loads its own share (``distributed.ShardSampler``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import scl
+from .distributed import Ranks, ShardSampler
 from .errors import ManifestError, MaskCodeError
 from .progress import SILENT, Progress, check_canceled
 from .radiometry import input_scale, to_unit
@@ -199,7 +201,9 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch ``item``: an index, or (index, augmentation seed) as ``distributed.ShardSampler`` gives."""
+        i, augmentation_seed = item if isinstance(item, tuple) else (item, item)
         record = self.records[i]
         with rasterio.open(record.image) as img, rasterio.open(record.mask) as msk:
             raw = img.read((1, 2, 3))
@@ -207,10 +211,11 @@ class PatchDataset(Dataset):
         image = (to_unit(raw, self.scale) - self.mean) / self.std
         target = scl.code_to_index(codes)
         if self.augment:
-            # torch's generator: seeded by train() and per DataLoader worker, so runs repeat.
-            k = int(torch.randint(4, ()).item())
+            # Seeded per patch and epoch by the sampler: the same whatever the number of processes or workers.
+            rng = np.random.default_rng(augmentation_seed)
+            k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
             image, target = np.rot90(image, k, axes=(1, 2)), np.rot90(target, k)
-            if torch.rand(()).item() < 0.5:
+            if flip:
                 image, target = image[:, :, ::-1], target[:, ::-1]
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target))
 
@@ -224,26 +229,30 @@ def loaders(
     workers: int = 0,
     seed: int = 0,
     pin_memory: bool = False,
+    ranks: Ranks | None = None,
 ) -> tuple[DataLoader, DataLoader]:
-    """(train, val) loaders. The train loader shuffles and augments.
+    """(train, val) loaders over this rank's share of the patches. The train loader shuffles and augments.
 
-    A training batch of one would break DeepLab's ASPP pooling BatchNorm in train
-    mode, so a last batch of exactly one patch is dropped.
+    ``batch_size`` is per process. Call ``loader.sampler.set_epoch(epoch)`` before
+    each training epoch for a new order. A training batch of one would break
+    DeepLab's ASPP pooling BatchNorm in train mode, so a last batch of exactly one
+    patch is dropped (on every rank alike: all ranks get equal training shares).
     """
+    ranks = ranks or Ranks()
     common = {"mean": mean, "std": std, "scale": manifest.input_scale}
     train_set = PatchDataset(manifest.train, augment=True, **common)
     val_set = PatchDataset(manifest.val, augment=False, **common)
-    generator = torch.Generator().manual_seed(seed)
+    train_sampler = ShardSampler(len(train_set), ranks, shuffle=True, even=True, seed=seed)
+    val_sampler = ShardSampler(len(val_set), ranks, shuffle=False, even=False)
     extra: dict[str, Any] = {"num_workers": workers, "pin_memory": pin_memory}
     if workers > 0:
         extra["persistent_workers"] = True
     train = DataLoader(
         train_set,
         batch_size=batch_size,
-        shuffle=True,
-        drop_last=len(train_set) % batch_size == 1,
-        generator=generator,
+        sampler=train_sampler,
+        drop_last=len(train_sampler) % batch_size == 1,
         **extra,
     )
-    val = DataLoader(val_set, batch_size=batch_size, shuffle=False, **extra)
+    val = DataLoader(val_set, batch_size=batch_size, sampler=val_sampler, **extra)
     return train, val

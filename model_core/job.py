@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
 import sys
 import traceback
@@ -77,10 +78,13 @@ def _predict(args: dict[str, Any], progress: Progress) -> dict[str, Any]:
 def _train(args: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """``train`` with a ``TrainConfig`` given as a plain dict, then the learning curves."""
     from .curves import write_curves
+    from .distributed import Ranks
     from .train import TrainConfig, train
 
     result = train(args["patches"], TrainConfig(**args.get("config", {})), args["output"],
                    resume=args.get("resume"), progress=progress)
+    if not Ranks.from_env().is_main:
+        return {}  # under torchrun rank 0 writes the curves and reports
     written = write_curves(result.history, Path(args["curves"]))
     return {"best_path": result.best_path, "last_path": result.last_path, "best_epoch": result.best_epoch,
             "pixel_accuracy": result.pixel_accuracy, "mean_iou": result.mean_iou,
@@ -124,7 +128,8 @@ def run_job(job: dict[str, Any], out: IO[str]) -> int:
             "traceback": traceback.format_exc(),
         })
         return 1
-    progress.send({"type": "result", "result": result})
+    if int(os.environ.get("RANK", "0") or 0) == 0:  # under torchrun one result, from rank 0
+        progress.send({"type": "result", "result": result})
     return 0
 
 

@@ -3,7 +3,9 @@
 ``train.py`` decides what to train and keeps the checkpoints; this module runs
 the batches. Frozen parameters never reach the optimizer; mixed precision
 follows ``device.pick_precision`` (bfloat16 autocast, or float16 with a grad
-scaler on CUDA); tensors are channels-last.
+scaler on CUDA); tensors are channels-last. Under torchrun the training step
+runs through DistributedDataParallel (gradients averaged over ranks) and the
+validation sums its confusion matrix and loss over all ranks.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from . import metrics, scl
+from . import distributed, metrics, scl
 from . import model as model_lib
 from .dataset import Manifest, class_weights, loaders
 from .errors import Canceled, DeviceError, SclDeepLabError, TrainingError
@@ -50,6 +53,17 @@ def _out_of_memory(batch_size: int) -> str:
     )
 
 
+class _Step(nn.Module):
+    """``model.forward`` (frozen layers without autograd) as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return model_lib.forward(self.net, x)
+
+
 class Loop:
     """Optimizer, schedule, loss and the batches of one training run."""
 
@@ -63,12 +77,22 @@ class Loop:
         train_histogram: np.ndarray,
         mean: Sequence[float],
         std: Sequence[float],
+        ranks: distributed.Ranks | None = None,
     ) -> None:
         """Set up loaders, AdamW on the trainable parameters, the poly schedule and the loss.
 
         ``config`` is a ``train.TrainConfig``; ``train_histogram`` holds training pixels by SCL code.
+        With several ``ranks`` (a process group must be up) ``net`` trains through
+        DistributedDataParallel, its BatchNorm synchronised across ranks.
         """
         self.net, self.config, self.device, self.dtype = net, config, device, autocast_dtype
+        self.ranks = ranks or distributed.Ranks()
+        self.step: nn.Module = _Step(net)
+        if self.ranks.distributed:
+            distributed.synchronise_batchnorm(net, device)
+            self.step = DistributedDataParallel(
+                self.step, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False
+            )
         self.train_loader, self.val_loader = loaders(
             manifest,
             batch_size=config.batch_size,
@@ -77,6 +101,7 @@ class Loop:
             workers=config.workers,
             seed=config.seed,
             pin_memory=device.type == "cuda",
+            ranks=self.ranks,
         )
         head, backbone = model_lib.trainable_parameters(net)
         groups = [{"params": head, "lr": config.learning_rate}]
@@ -112,24 +137,28 @@ class Loop:
         image = image.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         return image, target.to(self.device, non_blocking=True)
 
-    def train_epoch(self, progress: Progress) -> float:
-        """One pass over the training batches; returns the mean training loss.
+    def train_epoch(self, epoch: int, progress: Progress) -> float:
+        """One pass over this rank's training batches; returns the mean training loss over all ranks.
 
         Raises:
             Canceled: the user asked to stop (checked before every batch).
             TrainingError: the loss is not finite.
         """
         model_lib.train_mode(self.net)
+        self.train_loader.sampler.set_epoch(epoch)
         total, seen = 0.0, 0
         batches = len(self.train_loader)
         for b, (image, target) in enumerate(self.train_loader):
             if progress.is_canceled():
                 raise Canceled("Canceled by the user.")
-            if not (target != scl.IGNORE_INDEX).any():
+            learnable = bool((target != scl.IGNORE_INDEX).any())
+            if not learnable and not self.ranks.distributed:
                 continue  # only no-data pixels: nothing to learn, and the mean loss would be 0/0
             image, target = self._to_device(image, target)
             with self._autocast():
-                loss = self._loss(model_lib.forward(self.net, image), target)
+                outputs = self.step(image)
+                # Other ranks wait for this one's gradients: a batch of only no-data pixels contributes zeros.
+                loss = self._loss(outputs, target) if learnable else outputs["out"].float().sum() * 0.0
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"The training loss became {loss.item()} at batch {b + 1}; try a lower LEARNING_RATE "
@@ -140,25 +169,30 @@ class Loop:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.schedule.step()
-            total += loss.item() * image.shape[0]
-            seen += image.shape[0]
+            if learnable:
+                total += loss.item() * image.shape[0]
+                seen += image.shape[0]
             progress.set_progress(100.0 * (b + 1) / batches)
-        return total / max(1, seen)
+        sums = distributed.sum_across(torch.tensor([total, float(seen)], dtype=torch.float64, device=self.device))
+        return float(sums[0] / sums[1].clamp(min=1))
 
     @torch.no_grad()
     def validate(self) -> tuple[float, metrics.Scores]:
-        """Validation loss and scores, from a confusion matrix accumulated on the device."""
+        """Validation loss and scores over all ranks, from a confusion matrix accumulated on the device."""
         self.net.eval()
         n = scl.NUM_CLASSES
         confusion = torch.zeros((n, n), dtype=torch.int64, device=self.device)
-        total, seen = 0.0, 0
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss x patches, patches
         for image, target in self.val_loader:
             image, target = self._to_device(image, target)
             with self._autocast():
                 outputs = self.net(image)
             loss = self._loss(outputs, target)
             if torch.isfinite(loss):  # a batch of only no-data pixels has no loss
-                total += loss.item() * image.shape[0]
-                seen += image.shape[0]
+                sums += torch.tensor([loss.item() * image.shape[0], image.shape[0]], dtype=torch.float64,
+                                     device=self.device)
             confusion += metrics.confusion_from_indices_torch(target, outputs["out"].argmax(1))
-        return (total / seen if seen else float("nan")), metrics.scores(confusion.cpu().numpy())
+        distributed.sum_across(confusion)
+        distributed.sum_across(sums)
+        loss = float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")
+        return loss, metrics.scores(confusion.cpu().numpy())

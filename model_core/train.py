@@ -6,6 +6,12 @@ Each epoch ends with a validation pass and two atomic checkpoint writes: the
 latest epoch (``checkpoint.last_path(output)``) and, when validation mIoU
 improved, the best one (``output``). Resuming from a checkpoint continues its
 history: epoch numbers go on across stages.
+
+Under ``torchrun`` the same call trains on every rank (``distributed.py``):
+BATCH_SIZE patches per process, gradients averaged, BatchNorm statistics and
+validation metrics over all ranks, and only rank 0 writing checkpoints and
+logs. Checkpoints hold no trace of the process count, so a run can resume with
+more or fewer processes.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, metrics
+from . import checkpoint, distributed, metrics
 from . import model as model_lib
 from .dataset import Manifest, check_patches, load_manifest
-from .device import describe, pick_device, pick_precision
+from .device import Precision, describe, pick_device, pick_precision
 from .errors import Canceled, CheckpointError, InputError, TrainingError
 from .loop import Loop, device_errors
 from .progress import SILENT, Progress, SubProgress
@@ -111,8 +117,8 @@ def _start(
 class _Keeper:
     """Writes the latest and the best checkpoint after each epoch, and says what is kept when a run stops."""
 
-    def __init__(self, output: Path) -> None:
-        self.output, self.last = output, checkpoint.last_path(output)
+    def __init__(self, output: Path, *, write: bool = True) -> None:
+        self.output, self.last, self.write = output, checkpoint.last_path(output), write
         self.best: dict[str, Any] | None = None
         self._best_state: dict[str, torch.Tensor] = {}
 
@@ -121,6 +127,9 @@ class _Keeper:
         improved = self.best is None or row["mean_iou"] > self.best["mean_iou"]
         if improved:
             self.best = {"epoch": row["epoch"], "mean_iou": row["mean_iou"], "pixel_accuracy": row["pixel_accuracy"]}
+        if not self.write:  # rank 0 writes
+            return improved
+        if improved:
             self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
         checkpoint.save_checkpoint(self.last, net.state_dict(), {**meta, "epoch": row["epoch"], "best": self.best})
         if improved:
@@ -134,7 +143,7 @@ class _Keeper:
 
     def finish(self, meta: dict[str, Any]) -> None:
         """Rewrite the best weights with the complete history, so resuming continues after the last epoch."""
-        if self.best is not None and self.best["epoch"] != meta["history"][-1]["epoch"]:
+        if self.write and self.best is not None and self.best["epoch"] != meta["history"][-1]["epoch"]:
             checkpoint.save_checkpoint(self.output, self._best_state, self.best_meta(meta))
 
     def kept(self, what: str) -> str:
@@ -174,18 +183,40 @@ def train(
     """
     output = Path(output)
     resume = Path(resume) if resume else None
+    ranks = distributed.Ranks.from_env()
+    if not ranks.is_main:
+        progress = SILENT  # rank 0 reports for all
     _check_config(config, resume)
     manifest = load_manifest(patches)
     counts = check_patches(manifest, progress=SubProgress(progress, 0, 2))
     if len(manifest.train) < 2:
         raise InputError("Training needs at least 2 training patches (DeepLab's BatchNorm needs batches of 2).")
+    distributed.check_shares(len(manifest.train), config.batch_size, ranks)
     # Weights not on disk fail now, not after building the model.
     start = ("none", None) if resume else resolve_weights(config.pretrained, config.weights_file, progress=progress)
-    device = pick_device(config.device)
+    device = distributed.device_for(pick_device(config.device), ranks)
     precision = pick_precision(device, config.precision)
-    progress.info(describe(device, precision))
+    progress.info(describe(device, precision) + (f" {ranks.world_size} processes." if ranks.distributed else ""))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # patches all have one size: pick the fastest kernels once
+    with distributed.process_group(device, ranks):
+        return _train(manifest, counts, config, output, resume, start, device, precision, ranks, progress, build)
+
+
+def _train(
+    manifest: Manifest,
+    counts: dict[str, np.ndarray],
+    config: TrainConfig,
+    output: Path,
+    resume: Path | None,
+    start: tuple[str, Path | None],
+    device: torch.device,
+    precision: Precision,
+    ranks: distributed.Ranks,
+    progress: Progress,
+    build: Callable[..., nn.Module],
+) -> TrainResult:
+    """The epochs of ``train``, once the data is checked and the device (and process group) are ready."""
     seed_everything(config.seed)
     net, previous, source = _start(config, resume, start, build)
     if resume is not None:
@@ -202,16 +233,16 @@ def train(
     model_lib.freeze_for(net, config.stage)  # type: ignore[arg-type]
     net.to(device=device, memory_format=torch.channels_last)
     meta = _base_meta(manifest, config, net, mean, std, previous, source)
-    loop = Loop(net, manifest, config, device, precision.autocast_dtype, counts["train"], mean, std)
+    loop = Loop(net, manifest, config, device, precision.autocast_dtype, counts["train"], mean, std, ranks)
     first = meta["history"][-1]["epoch"] + 1 if meta["history"] else 1
-    meta["stages"].append(_stage_record(config, manifest, first, resume, describe(device, precision)))
-    keeper = _Keeper(output)
+    meta["stages"].append(_stage_record(config, manifest, first, resume, describe(device, precision), ranks))
+    keeper = _Keeper(output, write=ranks.is_main)
     for i in range(config.epochs):
         epoch = first + i
         started, learning_rate = time.perf_counter(), loop.learning_rate
         try:
             with device_errors(config.batch_size):
-                train_loss = loop.train_epoch(SubProgress(progress, *_span(i, config.epochs)))
+                train_loss = loop.train_epoch(epoch, SubProgress(progress, *_span(i, config.epochs)))
                 val_loss, sc = loop.validate()
         except Canceled as exc:
             raise Canceled(keeper.kept(f"Canceled during epoch {epoch}")) from exc
@@ -223,6 +254,7 @@ def train(
         improved = keeper.epoch_done(net, meta, row)
         progress.info(_epoch_line(row, i + 1, config.epochs, improved))
     keeper.finish(meta)
+    distributed.barrier()  # every rank returns once rank 0's checkpoints are complete
     progress.set_progress(100)
     best = keeper.best
     assert best is not None
@@ -265,7 +297,7 @@ def _base_meta(
 
 
 def _stage_record(
-    config: TrainConfig, manifest: Manifest, first: int, resume: Path | None, device: str
+    config: TrainConfig, manifest: Manifest, first: int, resume: Path | None, device: str, ranks: distributed.Ranks
 ) -> dict[str, Any]:
     return {
         "stage": config.stage,
@@ -278,6 +310,7 @@ def _stage_record(
         "patches": str(manifest.path),
         "resumed_from": str(resume) if resume else None,
         "device": device,
+        "processes": ranks.world_size,
     }
 
 
