@@ -8,12 +8,13 @@ from qgis.core import QgsApplication, QgsProcessingProvider
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication, Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QMenu, QToolBar, QToolButton
+from qgis.PyQt.QtWidgets import QAction, QApplication, QMenu, QMessageBox, QToolBar, QToolButton
 
 from ..algorithms.base import RESOURCES, torch_install_hint
 from ..provider.provider import SclDeepLabProvider
 from .compare_dock import CompareDock
 from .menu import add_algorithm_actions
+from .runtime_setup import SetupRuntimeTask, default_target, plan_setup, qgis_python
 
 TITLE = "SCL DeepLab"
 PROVIDER_ID = "scldeeplab"
@@ -34,6 +35,8 @@ class SclDeepLabPlugin:
         self.toolbar: QToolBar | None = None
         self.dock: CompareDock | None = None
         self.dock_action: QAction | None = None
+        self.runtime_action: QAction | None = None
+        self.runtime_task: SetupRuntimeTask | None = None
         self._menu_provider: QgsProcessingProvider | None = None
 
     @staticmethod
@@ -69,6 +72,12 @@ class SclDeepLabPlugin:
         self.dock_action.setToolTip(self.tr("Show or hide the SCL DeepLab compare panel"))
         self.dock_action.setCheckable(True)
         self.dock.setToggleVisibilityAction(self.dock_action)
+        self.runtime_action = QAction(QgsApplication.getThemeIcon("/mActionOptions.svg"),
+                                      self.tr("Set up PyTorch runtime…"), main_window)
+        self.runtime_action.setObjectName("scldeeplab_setup_runtime")
+        self.runtime_action.setStatusTip(self.tr("Install PyTorch into a Python of its own for SCL DeepLab "
+                                                 "(QGIS's Python stays untouched)"))
+        self.runtime_action.triggered.connect(self.set_up_runtime)
 
         self.menu = QMenu(TITLE, main_window)
         self.menu.setObjectName("SclDeepLabMenu")
@@ -99,6 +108,43 @@ class SclDeepLabPlugin:
         add_algorithm_actions(self.menu, self._menu_provider)
         self.menu.addSeparator()
         self.menu.addAction(self.dock_action)
+        self.menu.addAction(self.runtime_action)
+
+    def set_up_runtime(self) -> None:
+        """Show what the set-up will install and why, then run it as a background task."""
+        python, target = qgis_python(), default_target()
+        QApplication.setOverrideCursor(Qt.WaitCursor)
+        try:
+            plan = plan_setup(python, target)
+        except RuntimeError as exc:
+            self.iface.messageBar().pushCritical(TITLE, str(exc))
+            return
+        finally:
+            QApplication.restoreOverrideCursor()
+        wheels = "CPU" if plan["variant"] == "cpu" else f"CUDA ({plan['variant']})"
+        question = self.tr(
+            "Install PyTorch with {wheels} wheels ({reason}), torchvision and rasterio into a Python of its own?\n\n"
+            "Folder: {target}\nFrom: {python}\n\nThis downloads about 1 GB (several GB with CUDA) and takes a few "
+            "minutes; QGIS's own Python is not changed."
+        ).format(wheels=wheels, reason=plan["reason"], target=plan["target"], python=python)
+        answer = QMessageBox.question(self.iface.mainWindow(), self.tr("Set up PyTorch runtime"), question)
+        if answer != QMessageBox.Yes:
+            return
+        self.runtime_task = SetupRuntimeTask(python, target, on_done=self._runtime_done)
+        self.runtime_action.setEnabled(False)
+        QgsApplication.taskManager().addTask(self.runtime_task)
+        self.iface.messageBar().pushInfo(TITLE, self.tr(
+            "Setting up the PyTorch runtime: progress in the task manager, details in the SCL DeepLab log."))
+
+    def _runtime_done(self, successful: bool, message: str) -> None:
+        self.runtime_task = None
+        if self.runtime_action is not None:
+            self.runtime_action.setEnabled(True)
+        if successful:
+            self.iface.messageBar().pushSuccess(TITLE, message)
+        else:
+            self.iface.messageBar().pushCritical(TITLE, self.tr("Setting up the PyTorch runtime failed: {message}")
+                                                 .format(message=message))
 
     def unload(self) -> None:
         """Remove everything initGui and initProcessing added."""
@@ -121,6 +167,12 @@ class SclDeepLabPlugin:
         if self.dock_action is not None:
             self.dock_action.deleteLater()
             self.dock_action = None
+        if self.runtime_task is not None:
+            self.runtime_task.on_done = None  # the set-up goes on and stores the setting, quietly
+            self.runtime_task = None
+        if self.runtime_action is not None:
+            self.runtime_action.deleteLater()
+            self.runtime_action = None
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

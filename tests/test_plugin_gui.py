@@ -263,3 +263,17 @@ def test_dock_picks_the_layers_of_a_project_opened_later(plugin, scl_layers, tmp
     assert plugin.dock.prediction().name() == "prediction"
     assert plugin.dock.reference().name() == "reference SCL"
     assert plugin.dock.top_label.text() == "prediction"
+
+
+def test_set_up_runtime_action_shows_the_plan_before_installing(plugin, raster_menu, monkeypatch):
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    action = next(a for a in _scl_menu(raster_menu).actions() if a.objectName() == "scldeeplab_setup_runtime")
+    assert action.text() == "Set up PyTorch runtime…" and not action.data()
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or QMessageBox.No)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi: CPU wheels
+    action.trigger()
+    assert len(asked) == 1 and "Install PyTorch with CPU wheels (no nvidia-smi on PATH" in asked[0]
+    assert str(QgsApplication.qgisSettingsDirPath()).rstrip("/") + "/scl_deeplab/pytorch-runtime" in asked[0]
+    assert plugin.runtime_task is None and action.isEnabled()  # declined: nothing runs

@@ -322,3 +322,33 @@ def test_environment_reports_a_broken_worker_without_failing(provider, tmp_path,
     assert result["RUNTIME"] == "worker" and result["READY"] is False
     assert result["ERROR"].startswith(f"Cannot start the worker Python {tmp_path / 'no-such-python'}")
     assert result["TORCH_VERSION"] == "" and result["DEVICE"] == ""
+
+
+def test_without_torch_in_qgis_the_worker_predicts_as_in_process(provider, deeplab_checkpoint, tmp_path, monkeypatch):
+    scene = write_scene(tmp_path / "scene.tif")
+    monkeypatch.setenv("SCL_DEEPLAB_RUNTIME", "in-process")
+    expected = run("predict", {"INPUT": scene, "MODEL": str(deeplab_checkpoint), **SMALL,
+                               "OUTPUT": str(tmp_path / "in-process.tif")})["OUTPUT"]
+
+    spec = importlib.util.spec_from_file_location("without_torch_helpers", REPO / "tests" / "test_without_torch.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(helpers.HIDE_TORCH, encoding="utf-8")
+    marker = tmp_path / "marker.txt"
+    env = dict(os.environ, PYTHONPATH=str(hide), SCL_DEEPLAB_TEST_MARKER=str(marker),
+               SCL_DEEPLAB_RUNTIME="auto", SCL_DEEPLAB_WORKER_PYTHON=str(VENV_PYTHON))
+    out = tmp_path / "worker.tif"
+    params = {"INPUT": scene, "MODEL": deeplab_checkpoint, **SMALL, "OUTPUT": out}
+    proc = subprocess.run([str(WRAPPER), "run", "scldeeplab:predict", "--json", "--",
+                           *(f"{k}={v}" for k, v in params.items())],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path, check=False)
+    assert marker.read_text() == "hidden"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout[proc.stdout.index("{"):])["results"]["OUTPUT"] == str(out)
+    with rasterio.open(expected) as a, rasterio.open(out) as b:
+        codes_a, codes_b = a.read(1), b.read(1)
+        assert (a.transform, a.crs) == (b.transform, b.crs)
+    assert codes_a.shape == (80, 96) and (codes_a > 0).all()
+    assert np.array_equal(codes_a, codes_b)
