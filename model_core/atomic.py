@@ -57,6 +57,18 @@ def atomic_file(final: Path | str) -> Iterator[Path]:
             sidecar.unlink(missing_ok=True)
 
 
+def remove_stale_parts(final: Path | str) -> int:
+    """Remove temporary files of ``final`` left by a killed process (a signal skips the clean-up above).
+
+    Only call this while no other process is writing ``final``. Returns how many were removed.
+    """
+    final = Path(final)
+    stale = list(final.parent.glob(f".{final.stem}.*.part{final.suffix}*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 @contextmanager
 def atomic_folder(final: Path | str, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; on success it becomes ``final``.

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_runtime import add_environment, add_job
+from .setup_runtime import add_setup_runtime
 from .errors import Canceled, SclDeepLabError
 
 log = logging.getLogger("scl_deeplab")
@@ -39,12 +40,14 @@ def add_train(subparsers: Any) -> None:
         "train",
         help="train DeepLabv3 on patches (one stage)",
         description="Train DeepLabv3-ResNet50 on a patches manifest. Writes the best epoch to --output and the "
-        "latest beside it (model.pt -> model.last.pt), plus learning curves (PNG, CSV, JSON).",
+        "latest beside it (model.pt -> model.last.pt), plus learning curves (PNG, CSV, JSON). Runs unchanged under "
+        "torchrun (e.g. torchrun --nproc-per-node 4 -m scl_deeplab.model_core train ...): data-parallel, "
+        "--batch-size patches per process, rank 0 writing.",
     )
     p.add_argument("--patches", required=True, type=Path, help="patches manifest (index.json) or its folder")
     p.add_argument("--stage", choices=("head", "layer4", "full"), default="head", help="what trains (default head)")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="patches per batch and process (default 8)")
     p.add_argument("--learning-rate", type=float, default=None, help="default 1e-3 for head, 1e-4 otherwise")
     p.add_argument("--backbone-lr-factor", type=float, default=1.0, help="backbone rate = learning rate x this")
     p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
@@ -65,6 +68,7 @@ def add_train(subparsers: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Run ``train`` from parsed arguments."""
     from .curves import write_curves
+    from .distributed import Ranks
     from .progress import PrintProgress
     from .train import DEFAULT_LEARNING_RATE, TrainConfig, train
 
@@ -84,6 +88,8 @@ def run_train(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     result = train(args.patches, config, args.output, resume=args.resume, progress=PrintProgress())
+    if not Ranks.from_env().is_main:
+        return 0  # under torchrun rank 0 writes the curves and the summary
     curves = args.curves or args.output.with_name(f"{args.output.stem}_curves.png")
     written = write_curves(result.history, curves)
     emit(
@@ -108,7 +114,11 @@ def add_predict(subparsers: Any) -> None:
         description="Predict SCL codes for one or more scenes (the model is loaded once). Writes a GeoTIFF of SCL "
         "codes on the scene's grid with the SCL colours and a .qml style beside it.",
     )
-    p.add_argument("--input", required=True, type=Path, nargs="+", help="true-colour scene(s)")
+    scenes = p.add_mutually_exclusive_group(required=True)
+    scenes.add_argument("--input", type=Path, nargs="+", help="true-colour scene(s), each with its --output")
+    scenes.add_argument("--scenes", type=Path, metavar="LIST", help="a text file of scene paths (one a line, "
+                        "# comments) or a folder of .tif/.tiff/.vrt/.jp2 scenes; under torchrun each rank takes "
+                        "its share; needs --output-folder")
     p.add_argument("--model", required=True, type=Path, metavar="CKPT", help="checkpoint (.pt)")
     p.add_argument("--bands", default="1,2,3", help="red, green, blue band numbers (default 1,2,3)")
     p.add_argument("--tile-size", type=int, default=512, help="pixels, a multiple of 8 (default 512)")
@@ -119,8 +129,12 @@ def add_predict(subparsers: Any) -> None:
     p.add_argument("--fast", action="store_true", help="output stride 16: 2-3x faster, coarser class edges")
     p.add_argument("--extent", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
                    help="only this part, in the scene's CRS")
-    p.add_argument("--output", required=True, type=Path, nargs="+", help="one GeoTIFF per --input")
-    p.add_argument("--confidence", type=Path, nargs="+", help="optional confidence GeoTIFF per --input")
+    p.add_argument("--output", type=Path, nargs="+", help="one GeoTIFF per --input")
+    p.add_argument("--confidence", type=Path, nargs="*", help="optional confidence GeoTIFF per --input; "
+                   "with --scenes a flag: <stem>_confidence.tif beside each output")
+    p.add_argument("--output-folder", type=Path, metavar="DIR", help="with --scenes: <stem>_scl.tif per scene, "
+                   "manifest.json of what each rank did")
+    p.add_argument("--overwrite", action="store_true", help="with --scenes: predict complete scenes again")
     p.set_defaults(func=run_predict)
 
 
@@ -132,8 +146,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from .progress import PrintProgress
     from .tiling import TilingConfig
 
-    confidence = args.confidence or [None] * len(args.input)
-    if not len(args.input) == len(args.output) == len(confidence):
+    if args.scenes is None and (args.output_folder or args.overwrite):
+        raise InputError("--output-folder and --overwrite go with --scenes; with --input give one --output per scene.")
+    if args.scenes is not None and (args.output or args.confidence or not args.output_folder):
+        raise InputError("With --scenes give --output-folder (and --confidence without paths), not --output.")
+    confidence = args.confidence if args.confidence is not None else [None] * len(args.input or [])
+    if args.input is not None and not len(args.input) == len(args.output or []) == len(confidence):
         raise InputError("Give one --output (and one --confidence, if any) per --input scene.")
     config = PredictConfig(
         tiling=TilingConfig(args.tile_size, args.overlap),
@@ -144,6 +162,8 @@ def run_predict(args: argparse.Namespace) -> int:
         extent=tuple(args.extent) if args.extent else None,
         fast=args.fast,
     )
+    if args.scenes is not None:
+        return run_predict_scenes(args, config)
     results = []
     for scene, out, conf in zip(args.input, args.output, confidence):
         r = predict_scene_from_checkpoint(scene, args.model, out, config, confidence_path=conf, progress=PrintProgress())
@@ -151,6 +171,18 @@ def run_predict(args: argparse.Namespace) -> int:
                         "seconds": round(r.seconds, 2), "device": r.device})
     emit({"predictions": results})
     return 0
+
+
+def run_predict_scenes(args: argparse.Namespace, config: Any) -> int:
+    """``predict --scenes``: this rank's share of the scenes (see batch_predict); 1 when any scene failed."""
+    from .batch_predict import Launch, predict_scenes
+
+    def report(result: Any) -> None:
+        emit({"manifest": result.manifest, "failed": result.failed, "predictions": result.entries})
+
+    result = predict_scenes(args.scenes, args.model, args.output_folder, config, confidence=args.confidence == [],
+                            overwrite=args.overwrite, launch=Launch.from_env(), report=report)
+    return 1 if result.failed else 0
 
 
 def add_evaluate(subparsers: Any) -> None:
@@ -197,6 +229,7 @@ COMMANDS: list[Registration] = [
     add_evaluate,
     add_environment,
     add_job,
+    add_setup_runtime,
 ]
 
 
