@@ -22,7 +22,10 @@ HELP = (
     "carry on: epoch numbers continue, and the learning curves show both stages with a marker where the stage "
     "changed.\n"
     "Patches: the index.json written by Make patches, usually the same as for Train head.\n"
-    "Backbone learning-rate factor: the unfrozen backbone layers learn at the learning rate times this.\n\n"
+    "Backbone learning-rate factor: the unfrozen backbone layers learn at the learning rate times this.\n"
+    "Processes: above 1 trains data-parallel through torchrun (one process per GPU, or per share of the CPU cores), "
+    "Batch size patches per process; BatchNorm layers that train are synchronised across processes. A checkpoint "
+    "can continue with a different number of processes.\n\n"
     "Outputs: the checkpoint of this run's epoch with the best validation mIoU; the latest epoch beside it with "
     ".last before the suffix; the learning curves of the whole history (PNG, with .history.csv and .history.json "
     "beside it); the best validation pixel accuracy and mean IoU of this run.\n\n"
@@ -91,4 +94,5 @@ class FinetuneLayer4(SclAlgorithm):
             self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context),
             feedback,
             resume=self.parameterAsFile(parameters, self.MODEL, context),
+            processes=self.parameterAsInt(parameters, "PROCESSES", context),
         )

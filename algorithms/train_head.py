@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from qgis.core import (
     QgsProcessingAlgorithm,
+    QgsProcessingException,
     QgsProcessingOutputFile,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
@@ -33,6 +36,9 @@ HELP = (
     "or choose a Weights file (a torchvision state dict or a checkpoint of this plugin).\n"
     "Class weights: weights the loss by inverse class frequency, so rare classes such as snow count more.\n"
     "Device: auto (CUDA GPU, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.\n"
+    "Processes: above 1 trains data-parallel through PyTorch's torchrun, one process per GPU (or per equal share of "
+    "the CPU cores), each with Batch size patches per step; gradients, BatchNorm statistics and validation metrics "
+    "are shared across processes, and cancel ends them all.\n"
     "Data loading worker processes: 0 reads patches in the training thread, the safe choice inside QGIS; a few "
     "help keep a GPU busy (or train from the command line: python -m scl_deeplab.model_core train --help).\n\n"
     "Outputs: the checkpoint of the epoch with the best validation mIoU; the latest epoch beside it with .last "
@@ -61,8 +67,11 @@ def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParame
 
 
 def add_run_parameters(alg: QgsProcessingAlgorithm) -> None:
-    """DEVICE, SEED and WORKERS, the advanced run settings both training algorithms share."""
+    """DEVICE, PROCESSES, SEED and WORKERS, the advanced run settings both training algorithms share."""
     alg.addParameter(advanced(QgsProcessingParameterString("DEVICE", alg.tr("Device"), defaultValue="auto")))
+    alg.addParameter(advanced(QgsProcessingParameterNumber(
+        "PROCESSES", alg.tr("Processes (data-parallel, through torchrun)"), type=QgsProcessingParameterNumber.Integer,
+        defaultValue=1, minValue=1, maxValue=64)))
     alg.addParameter(advanced(QgsProcessingParameterNumber(
         "SEED", alg.tr("Random seed"), type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)))
     alg.addParameter(advanced(QgsProcessingParameterNumber(
@@ -79,16 +88,36 @@ def learning_rate_parameter(name: str, label: str, default: float) -> QgsProcess
     return parameter
 
 
+def check_processes(patches: str, processes: int) -> None:
+    """Refuse, before starting torchrun, more processes than the training patches can feed (2 each)."""
+    try:
+        manifest = json.loads(Path(patches).read_text(encoding="utf-8"))
+        train = sum(record.get("split") == "train" for record in manifest["patches"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # training itself says what is wrong with the manifest
+    if train // processes < 2:
+        raise QgsProcessingException(
+            f"{train} training patches cannot feed {processes} processes: each needs at least 2. Set Processes to "
+            f"at most {max(1, train // 2)}, or make more patches."
+        )
+
+
 def run_training(
-    config: Any, patches: str, output_model: str, output_curves: str, feedback, resume: str | None = None
+    config: Any, patches: str, output_model: str, output_curves: str, feedback, resume: str | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
-    """Train with ``config`` (``TrainConfig``'s fields) in the chosen runtime, and return the algorithm's outputs."""
+    """Train with ``config`` (``TrainConfig``'s fields) in the chosen runtime, and return the algorithm's outputs.
+
+    ``processes`` above 1 trains data-parallel under torchrun (one process per GPU, or per share of the CPU).
+    """
     from .worker import run_task
 
+    if processes > 1:
+        check_processes(patches, processes)
     args = {"patches": patches, "config": config, "output": output_model, "curves": output_curves,
             "resume": resume or None}
     with core_errors_as_processing_exceptions():
-        result = SimpleNamespace(**run_task("train", args, feedback))
+        result = SimpleNamespace(**run_task("train", args, feedback, processes=processes))
     written = {"png": result.curves, "csv": result.history_csv}
     feedback.pushInfo(
         f"Best epoch {result.best_epoch}: validation pixel accuracy {result.pixel_accuracy:.3f}, "
@@ -112,7 +141,7 @@ class TrainHead(SclAlgorithm):
     HELP = HELP
     PATCHES, EPOCHS, BATCH_SIZE, LEARNING_RATE = "PATCHES", "EPOCHS", "BATCH_SIZE", "LEARNING_RATE"
     PRETRAINED, WEIGHTS_FILE, CLASS_WEIGHTS = "PRETRAINED", "WEIGHTS_FILE", "CLASS_WEIGHTS"
-    DEVICE, SEED, WORKERS = "DEVICE", "SEED", "WORKERS"
+    DEVICE, PROCESSES, SEED, WORKERS = "DEVICE", "PROCESSES", "SEED", "WORKERS"
     OUTPUT_MODEL, OUTPUT_CURVES = "OUTPUT_MODEL", "OUTPUT_CURVES"
 
     def name(self) -> str:
@@ -163,4 +192,5 @@ class TrainHead(SclAlgorithm):
             self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context),
             self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context),
             feedback,
+            processes=self.parameterAsInt(parameters, self.PROCESSES, context),
         )

@@ -20,6 +20,7 @@ import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from pathlib import Path
@@ -82,10 +83,20 @@ def no_runtime_message() -> str:
     )
 
 
-def run_task(task: str, args: dict[str, Any], feedback: QgsProcessingFeedback | None) -> dict[str, Any]:
-    """Run a model_core job task in the chosen runtime; its result as a dict."""
+def run_task(task: str, args: dict[str, Any], feedback: QgsProcessingFeedback | None,
+             processes: int = 1) -> dict[str, Any]:
+    """Run a model_core job task in the chosen runtime; its result as a dict.
+
+    ``processes`` above 1 starts torchrun with that many ranks (a child process even in-process mode:
+    the worker Python, else a Python interpreter beside QGIS's own that has torch).
+    """
     feedback = feedback or QgsProcessingFeedback()
     runtime, why = chosen_runtime()
+    if processes > 1:
+        python = worker_python() if runtime == "worker" else launcher_python()
+        feedback.pushInfo(f"Starting torchrun with {processes} processes ({python}).")
+        return run_in_worker(task, args, feedback, python=python, processes=processes,
+                             keep_pythonpath=runtime != "worker")
     if runtime == "worker":
         feedback.pushDebugInfo(f"SCL DeepLab runtime: worker {worker_python()} ({why}).")
         return run_in_worker(task, args, feedback)
@@ -97,13 +108,45 @@ def run_task(task: str, args: dict[str, Any], feedback: QgsProcessingFeedback | 
     return TASKS[task](args, FeedbackProgress(feedback))
 
 
-def worker_command(python: str) -> tuple[list[str], dict[str, str]]:
-    """The child's command line and environment: the plugin folder's parent on PYTHONPATH, nothing of QGIS's."""
+def launcher_python() -> str:
+    """The interpreter of this very Python installation, to start torchrun from in-process mode.
+
+    Embedded in QGIS, ``sys.executable`` is whatever ``python3`` comes first on PATH (or QGIS itself),
+    so the interpreter is looked up in ``sys.prefix`` for this Python's version.
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    prefix = Path(sys.prefix)
+    candidates = [prefix / "bin" / f"python{version}", prefix / "bin" / "python3", prefix / "python.exe",
+                  Path(sys.executable)]
+    for candidate in candidates:
+        if candidate.is_file() and candidate.name.lower().startswith("python"):
+            return str(candidate)
+    raise QgsProcessingException(
+        f"Processes above 1 needs this Python's interpreter (python{version}) to start torchrun, and it was not "
+        f"found under {prefix}. Set Processing > Options > Providers > SCL DeepLab > Worker Python (or "
+        f"{WORKER_PYTHON_ENV}) and Runtime worker."
+    )
+
+
+def worker_command(python: str, *, processes: int = 1, job_file: Path | None = None,
+                   keep_pythonpath: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The child's command line and environment: the plugin folder's parent on PYTHONPATH, nothing of QGIS's.
+
+    With ``processes`` above 1 the job runs under torchrun on this machine, each rank reading ``job_file``
+    and taking an equal share of the CPU cores; ``keep_pythonpath`` keeps this Python's PYTHONPATH
+    (in-process mode, where QGIS's Python finds torch through it).
+    """
     package_dir = Path(sys.modules[PACKAGE].__file__).parent  # not resolved: the folder may be a link
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
-    env["PYTHONPATH"] = str(package_dir.parent)
+    drop = {"PYTHONHOME"} if keep_pythonpath else {"PYTHONPATH", "PYTHONHOME"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_dir.parent), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
-    return [python, "-m", f"{package_dir.name}.model_core", "job"], env
+    job = [f"{package_dir.name}.model_core", "job"]
+    if processes <= 1:
+        return [python, "-m", *job], env
+    env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    return [python, *launcher, "-m", *job, str(job_file)], env
 
 
 def _pump(stream, sink: queue.Queue, tag: str) -> None:
@@ -112,34 +155,76 @@ def _pump(stream, sink: queue.Queue, tag: str) -> None:
     sink.put((tag, None))
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (Linux /proc; empty elsewhere). torchrun starts its ranks in new sessions."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def _kill(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 def _stop(proc: subprocess.Popen) -> None:
-    """End the child and its own children: SIGTERM to the group, SIGKILL if it lingers."""
+    """End the child and all its descendants: SIGTERM to the group, SIGKILL to whatever lingers."""
     if proc.poll() is not None:
         return
     if sys.platform.startswith("win"):
         proc.kill()
     else:
+        below = _descendants(proc.pid)
         try:
             os.killpg(proc.pid, signal.SIGTERM)
+            _kill(below, signal.SIGTERM)  # torchrun's ranks are in sessions of their own
             proc.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        _kill(below, signal.SIGKILL)  # no-op for the ones that ended
     proc.wait()
 
 
-def run_in_worker(task: str, args: dict[str, Any], feedback: QgsProcessingFeedback) -> dict[str, Any]:
-    """Run ``task`` in WORKER_PYTHON, mapping its JSON lines onto ``feedback``; cancel ends the child."""
+def run_in_worker(task: str, args: dict[str, Any], feedback: QgsProcessingFeedback, *, python: str | None = None,
+                  processes: int = 1, keep_pythonpath: bool = False) -> dict[str, Any]:
+    """Run ``task`` in WORKER_PYTHON (or ``python``), mapping its JSON lines onto ``feedback``; cancel ends it.
+
+    With ``processes`` above 1 under torchrun: the job goes in a temporary file every rank reads, and
+    rank 0 reports.
+    """
+    with tempfile.TemporaryDirectory(prefix="scl_deeplab_job_") as folder:
+        job_file = Path(folder) / "job.json" if processes > 1 else None
+        return _run_child(task, args, feedback, python or worker_python(), processes, job_file, keep_pythonpath)
+
+
+def _run_child(task: str, args: dict[str, Any], feedback: QgsProcessingFeedback, python: str, processes: int,
+               job_file: Path | None, keep_pythonpath: bool) -> dict[str, Any]:
     from ..model_core.job import job_description
 
-    python = worker_python()
     if not python:
         raise QgsProcessingException(
             f"RUNTIME is worker but no worker Python is set. Set Processing > Options > Providers > SCL DeepLab > "
             f"Worker Python (or {WORKER_PYTHON_ENV}) to a Python with torch, torchvision and rasterio."
         )
-    command, env = worker_command(python)
+    job = json.dumps(job_description(task, args))
+    if job_file is not None:
+        job_file.write_text(job, encoding="utf-8")
+    command, env = worker_command(python, processes=processes, job_file=job_file, keep_pythonpath=keep_pythonpath)
     options: dict[str, Any] = {"start_new_session": True}
     if sys.platform.startswith("win"):
         options = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
@@ -155,7 +240,7 @@ def run_in_worker(task: str, args: dict[str, Any], feedback: QgsProcessingFeedba
     for stream, tag in ((proc.stdout, "out"), (proc.stderr, "err")):
         threading.Thread(target=_pump, args=(stream, lines, tag), daemon=True).start()
     try:
-        proc.stdin.write(json.dumps(job_description(task, args)))
+        proc.stdin.write("" if job_file else job)
         proc.stdin.close()
     except BrokenPipeError:
         pass  # the child died at once; its stderr says why

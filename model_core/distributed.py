@@ -66,8 +66,8 @@ def backend_for(device: torch.device) -> str:
 def device_for(device: torch.device, ranks: Ranks) -> torch.device:
     """This rank's device: GPU ``LOCAL_RANK`` when training on CUDA, else ``device`` unchanged.
 
-    On the CPU each local process gets an equal share of the cores, unless
-    OMP_NUM_THREADS says otherwise (torchrun sets it to 1 for several processes).
+    On the CPU each local process gets an equal share of the cores (torchrun's
+    own OMP_NUM_THREADS=1 would leave most of them idle).
     """
     if ranks.distributed and device.type == "cuda" and device.index is None:
         count = torch.cuda.device_count()
@@ -79,7 +79,7 @@ def device_for(device: torch.device, ranks: Ranks) -> torch.device:
         device = torch.device("cuda", ranks.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    elif ranks.distributed and "OMP_NUM_THREADS" not in os.environ:
+    elif ranks.distributed:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.local_world_size))
     return device
 
