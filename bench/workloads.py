@@ -51,6 +51,22 @@ def timed(fn: Callable[[], Any], reps: int, warmup: int = 1) -> dict[str, Any]:
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": reps, "result": result}
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -> dict[str, dict[str, Any]]:
+    """``timed`` for several functions, run in turns (a, b, c, a, b, c, ...) so load changes hit all alike."""
+    results: dict[str, Any] = {name: None for name in fns}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(warmup):
+        for name, fn in fns.items():
+            results[name] = fn()
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": reps, "result": results[name]}
+            for name, t in times.items()}
+
+
 def fit_head(net: torch.nn.Module, x: torch.Tensor, codes: np.ndarray, ridge: float = 1e-2) -> float:
     """Fit the last 1x1 classifier layer to SCL ``codes`` by ridge regression on the head's features (in place).
 
@@ -131,19 +147,24 @@ def scene(folder: Path, name: str, width: int, height: int, seed: int = 0) -> Pa
     return image
 
 
-def naive_predict(model: torch.nn.Module, image: Path, tile: int = 512) -> np.ndarray:
-    """The seed's way: eval, no_grad, float32, NCHW, one tile at a time, no overlap; SCL codes (H, W)."""
-    mean = torch.tensor(META["input"]["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(META["input"]["std"]).view(1, 3, 1, 1)
+def naive_predict(model: torch.nn.Module, image: Path, spec: dict[str, Any] | None = None, tile: int = 512) -> np.ndarray:
+    """The seed's way: eval, no_grad, float32, NCHW, one tile at a time, no overlap; SCL codes (H, W).
+
+    ``spec`` is the checkpoint's ``meta["input"]`` (scale, mean, std); the bench's own by default.
+    """
+    spec = spec or META["input"]
+    device = next(model.parameters()).device
+    mean = torch.tensor(spec["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec["std"], dtype=torch.float32).view(1, 3, 1, 1)
     with rasterio.open(image) as src:
         codes = np.zeros((src.height, src.width), dtype=np.uint8)
         for t in plan_tiles(src.width, src.height, tile, 0):
             raw = src.read([1, 2, 3], window=Window(t.col_off, t.row_off, t.width, t.height))
-            x = (torch.from_numpy(to_unit(raw, 255.0))[None] - mean) / std
+            x = (torch.from_numpy(to_unit(raw, float(spec["scale"])))[None] - mean) / std
             with torch.no_grad():
-                logits = model(x)["out"]
+                logits = model(x.to(device))["out"]
             codes[t.row_off : t.row_off + t.height, t.col_off : t.col_off + t.width] = scl.index_to_code(
-                logits.argmax(1)[0].numpy()
+                logits.argmax(1)[0].cpu().numpy()
             )
     return codes
 
@@ -152,6 +173,11 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Share of pixels with the same code, over pixels where both hold a class (code 0 ignored)."""
     valid = (a != scl.NO_DATA) & (b != scl.NO_DATA)
     return float((a[valid] == b[valid]).mean()) if valid.any() else float("nan")
+
+
+def classes(codes: np.ndarray) -> int:
+    """How many SCL classes (code 0 aside) occur in ``codes``."""
+    return int(np.count_nonzero(np.unique(codes) != scl.NO_DATA))
 
 
 def read_codes(path: Path) -> np.ndarray:

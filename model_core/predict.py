@@ -31,7 +31,7 @@ from rasterio.windows import transform as window_transform
 from . import scl
 from .atomic import atomic_file
 from .device import Precision, describe, pick_device, pick_precision
-from .fast import output_stride_16
+from .inference import clear_prepared, prepared
 from .styles import qml_document
 from .errors import BandCountError, CheckpointError, InputError
 from .progress import SILENT, Progress, check_canceled
@@ -195,16 +195,24 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 class TileRunner:
-    """The model on batches of tiles: normalise, forward, softmax, multiply by the blend weights."""
+    """The model on batches of tiles: normalise, forward, softmax, multiply by the blend weights.
 
-    def __init__(self, model: torch.nn.Module, spec: ModelInput, precision: Precision, weights: np.ndarray) -> None:
+    The model runs as a prediction-only copy (``inference.prepared``: BatchNorm
+    folded, bfloat16 weights where the hardware has them, output stride 16 with
+    ``fast``), made once per model and precision.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, spec: ModelInput, precision: Precision, weights: np.ndarray, *, fast: bool = False
+    ) -> None:
         device = _model_device(model)
-        self.model = model
+        self.prepared = prepared(model, precision, fast=fast)
+        self.model = self.prepared.model
         self.device = device
         self.mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.weights = torch.from_numpy(weights).to(device)
-        self.autocast_dtype = precision.autocast_dtype
+        self.autocast_dtype = self.prepared.autocast_dtype
 
     def __call__(self, unit: np.ndarray) -> np.ndarray:
         """(N, bands, h, w) true colour in 0-1 -> (N, classes, h, w) weight-multiplied probabilities."""
@@ -215,8 +223,9 @@ class TileRunner:
         )
         with torch.inference_mode():
             x = (torch.from_numpy(unit).to(self.device) - self.mean) / self.std
+            x = x.to(self.prepared.input_dtype).contiguous(memory_format=torch.channels_last)
             with autocast:
-                logits = self.model(x.contiguous(memory_format=torch.channels_last))["out"]
+                logits = self.model(x)["out"]
             if logits.shape[-2:] != unit.shape[-2:] or logits.shape[1] != scl.NUM_CLASSES:
                 raise CheckpointError(
                     f"The model returned {tuple(logits.shape)} for tiles of {unit.shape[-1]} x {unit.shape[-2]} px; "
@@ -268,13 +277,12 @@ def predict_scene(
         )
         progress.info(describe(device, precision))
         if config.fast:
-            model = output_stride_16(model)
             progress.info("Fast mode: the network runs at output stride 16 (coarser class edges).")
         profile = label_profile(
             {"width": width, "height": height, "crs": src.crs, "transform": window_transform(region, src.transform)}
         )
         weights = blend_weights(th, tw, tiling.overlap_px)
-        runner = TileRunner(model, spec, precision, weights)
+        runner = TileRunner(model, spec, precision, weights, fast=config.fast)
         nodata = [src.nodatavals[b - 1] for b in bands]
         band = RowBand(scl.NUM_CLASSES, th, width)
         with ExitStack() as stack:
@@ -360,9 +368,10 @@ def cached_model(checkpoint_path: Path | str, device: torch.device) -> tuple[tor
 
 
 def clear_model_cache() -> None:
-    """Forget cached models (frees their memory)."""
+    """Forget cached models and their prediction-only copies (frees their memory)."""
     with _CACHE_LOCK:
         _CACHE.clear()
+    clear_prepared()
 
 
 def predict_scene_from_checkpoint(
