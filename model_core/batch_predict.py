@@ -6,7 +6,8 @@ predicts every scene of LIST (a text file or a folder) into DIR as
 Under ``torchrun`` (RANK, WORLD_SIZE, LOCAL_RANK in the environment) rank r of
 w takes scenes r, r + w, r + 2w, ... of the sorted list, on GPU LOCAL_RANK
 where CUDA is present, else on the CPU with its share of the cores (cores /
-LOCAL_WORLD_SIZE threads, whatever OMP_NUM_THREADS torchrun set). Without
+LOCAL_WORLD_SIZE threads, whatever OMP_NUM_THREADS torchrun set; see
+``distributed.py``). Without
 torchrun one process does every scene. A scene that fails is recorded with its
 message and the others go on; the exit code is then 1.
 
@@ -29,13 +30,13 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import distributed
 from .atomic import atomic_file, remove_stale_parts
 from .errors import Canceled, CheckpointError, DeviceError, InputError, SclDeepLabError
 
@@ -50,38 +51,6 @@ VERSION = 1
 COMPLETE = ("done", "skipped")
 # Ranks wait for the slowest one at the end; scenes differ in size, so allow long waits.
 MEET_TIMEOUT = datetime.timedelta(hours=24)
-
-
-@dataclass(frozen=True)
-class Launch:
-    """Where this process stands in a torchrun launch (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-    distributed: bool = False
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Launch:
-        """Read RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE as torchrun sets them."""
-        if "RANK" not in env:
-            return cls()
-        try:
-            world = int(env["WORLD_SIZE"])
-            launch = cls(int(env["RANK"]), world, int(env.get("LOCAL_RANK", "0")),
-                         int(env.get("LOCAL_WORLD_SIZE", str(world))), True)
-        except (KeyError, ValueError) as exc:
-            raise InputError("RANK is set but WORLD_SIZE or LOCAL_RANK is missing or not a number. "
-                             "Start several processes with torchrun, or unset RANK for one process.") from exc
-        if not 0 <= launch.rank < launch.world_size:
-            raise InputError(f"RANK {launch.rank} is outside WORLD_SIZE {launch.world_size}. Start with torchrun.")
-        return launch
-
-    @property
-    def tag(self) -> str:
-        """The prefix of this rank's log lines, e.g. "[rank 1/4]"."""
-        return f"[rank {self.rank}/{self.world_size}]"
 
 
 def read_scene_list(source: Path | str) -> list[Path]:
@@ -186,32 +155,6 @@ def merge(documents: Sequence[dict[str, Any]], fp: dict[str, Any], world_size: i
             "counts": counts, "scenes": entries}
 
 
-def rank_device(requested: str, launch: Launch) -> str:
-    """The device of this rank: "auto"/"cuda" become GPU LOCAL_RANK under torchrun where CUDA is present."""
-    import torch
-
-    from .device import pick_device
-
-    name = str(pick_device(requested))  # DeviceError now, on every rank, if it is not there
-    if not launch.distributed or not name.startswith("cuda"):
-        return name
-    if name != "cuda":
-        if launch.local_world_size > 1:
-            raise DeviceError(f'--device {name} would put all {launch.local_world_size} processes of this machine on '
-                              "one GPU. Use --device auto or cuda: each process then takes GPU LOCAL_RANK.")
-        return name
-    if launch.local_rank >= torch.cuda.device_count():
-        raise DeviceError(f"LOCAL_RANK {launch.local_rank} has no GPU of its own ({torch.cuda.device_count()} here). "
-                          "Start at most one process per GPU (--nproc-per-node), or use --device cpu.")
-    return f"cuda:{launch.local_rank}"
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
-
-
 class RankProgress:
     """Log lines on stderr prefixed with the rank and the scene; percent every 25 %."""
 
@@ -234,52 +177,6 @@ class RankProgress:
 
     def warn(self, message: str) -> None:
         log.warning("%s %s: %s", self.tag, self.scene, message)
-
-
-class Meeting:
-    """The ranks' process group (torch.distributed, from the torchrun environment); nothing without torchrun."""
-
-    def __init__(self, launch: Launch, device: str) -> None:
-        import torch
-
-        self.active = launch.distributed
-        self.device_ids: list[int] | None = None
-        if not self.active:
-            return
-        import torch.distributed as dist
-
-        backend = "gloo"
-        if device.startswith("cuda"):
-            backend = "nccl"
-            torch.cuda.set_device(torch.device(device))
-            self.device_ids = [torch.cuda.current_device()]
-        dist.init_process_group(backend, init_method="env://", rank=launch.rank, world_size=launch.world_size,
-                                timeout=MEET_TIMEOUT)
-
-    def barrier(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            if self.device_ids:
-                dist.barrier(device_ids=self.device_ids)
-            else:
-                dist.barrier()
-
-    def gather(self, document: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every rank's document, in rank order (so rank 0 merges even where DIR is not shared)."""
-        if not self.active:
-            return [document]
-        import torch.distributed as dist
-
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, document)
-        return gathered
-
-    def close(self) -> None:
-        if self.active:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 @dataclass(frozen=True)
@@ -322,7 +219,7 @@ def predict_one(scene: Path, checkpoint: Path, folder: Path, config: PredictConf
 
 
 def predict_scenes(scene_list: Path | str, checkpoint: Path | str, folder: Path | str, config: PredictConfig, *,
-                   confidence: bool = False, overwrite: bool = False, launch: Launch | None = None,
+                   confidence: bool = False, overwrite: bool = False, ranks: distributed.Ranks | None = None,
                    report: Callable[[BatchResult], None] | None = None) -> BatchResult:
     """Predict this rank's share of the scenes into ``folder``, then meet the other ranks and merge manifests.
 
@@ -331,58 +228,54 @@ def predict_scenes(scene_list: Path | str, checkpoint: Path | str, folder: Path 
     part: torchrun stops the others as soon as one exits with an error, and
     this way a failed batch still gets its whole summary out.
     """
-    import torch
+    from .device import pick_device
 
-    launch = launch or Launch.from_env()
+    ranks = ranks or distributed.Ranks.from_env()
     folder, checkpoint = Path(folder).expanduser().resolve(), Path(checkpoint).expanduser()
     if Path(scene_list).expanduser().resolve() == folder:
         raise InputError("The output folder is the scene folder; the outputs would become scenes of the next run. "
                          "Choose another --output-folder.")
     scenes = read_scene_list(scene_list)
     check_names(scenes)
-    config = replace(config, device=rank_device(config.device, launch))
+    device = distributed.device_for(pick_device(config.device), ranks)  # DeviceError now, on every rank
+    config = replace(config, device=str(device))
     fp = fingerprint(checkpoint, config)
-    if launch.distributed and not config.device.startswith("cuda"):
-        torch.set_num_threads(max(1, cpu_cores() // launch.local_world_size))
-    progress = RankProgress(launch.tag)
-    mine = shard(scenes, launch.rank, launch.world_size)
+    progress = RankProgress(ranks.tag)
+    mine = shard(scenes, ranks.rank, ranks.world_size)
     previous = {} if overwrite else completed_entries(folder, fp)
-    meeting = Meeting(launch, config.device)
-    try:
-        meeting.barrier()  # every rank has read the old manifests before any is rewritten
-        log.info("%s %d of %d scenes on %s", launch.tag, len(mine), len(scenes), config.device)
+    with distributed.process_group(device, ranks, timeout=MEET_TIMEOUT):
+        distributed.barrier()  # every rank has read the old manifests before any is rewritten
+        log.info("%s %d of %d scenes on %s", ranks.tag, len(mine), len(scenes), config.device)
         entries: list[dict[str, Any]] = []
-        document = {"format": FORMAT, "version": VERSION, "fingerprint": fp, "rank": launch.rank,
-                    "world_size": launch.world_size, "scenes": entries}
-        own = rank_manifest_path(folder, launch.rank)
+        document = {"format": FORMAT, "version": VERSION, "fingerprint": fp, "rank": ranks.rank,
+                    "world_size": ranks.world_size, "scenes": entries}
+        own = rank_manifest_path(folder, ranks.rank)
         for i, scene in enumerate(mine, start=1):
             progress.start(f"scene {i}/{len(mine)} {scene.name}")
             out, conf = output_paths(scene, folder)
             old = previous.get(str(scene))
             if is_complete(old, [out, conf if confidence else None]):
                 progress.info(f"skipped: {out.name} is complete")
-                entries.append({**old, "rank": launch.rank, "status": "skipped", "seconds": 0.0, "message": None,
+                entries.append({**old, "rank": ranks.rank, "status": "skipped", "seconds": 0.0, "message": None,
                                 "output": str(out), "confidence": str(conf) if conf.is_file() else None})
             else:
                 entries.append(predict_one(scene, checkpoint, folder, config, confidence=confidence,
-                                           rank=launch.rank, progress=progress))
+                                           rank=ranks.rank, progress=progress))
             write_json(own, document)
         if not mine:
             write_json(own, document)
-        merged = merge(meeting.gather(document), fp, launch.world_size)
+        merged = merge(distributed.gather_objects(document), fp, ranks.world_size)
         counts = merged["counts"]
         result = BatchResult(manifest=folder / "manifest.json", entries=merged["scenes"], failed=counts["failed"])
-        log.info("%s done: %d predicted, %d skipped, %d failed (all ranks)", launch.tag, counts["done"],
+        log.info("%s done: %d predicted, %d skipped, %d failed (all ranks)", ranks.tag, counts["done"],
                  counts["skipped"], counts["failed"])
-        if launch.rank == 0:
+        if ranks.rank == 0:
             write_json(result.manifest, merged)
             for stale in (folder / "manifest").glob("rank-*.json"):  # from an earlier run with more ranks
                 number = stale.stem.removeprefix("rank-")
-                if number.isdigit() and int(number) >= launch.world_size:
+                if number.isdigit() and int(number) >= ranks.world_size:
                     stale.unlink(missing_ok=True)
             if report is not None:
                 report(result)
-        meeting.barrier()  # rank 0 has written and reported before any rank exits
-    finally:
-        meeting.close()
+        distributed.barrier()  # rank 0 has written and reported before any rank exits
     return result

@@ -175,13 +175,13 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_predict_scenes(args: argparse.Namespace, config: Any) -> int:
     """``predict --scenes``: this rank's share of the scenes (see batch_predict); 1 when any scene failed."""
-    from .batch_predict import Launch, predict_scenes
+    from .batch_predict import predict_scenes
 
     def report(result: Any) -> None:
         emit({"manifest": result.manifest, "failed": result.failed, "predictions": result.entries})
 
     result = predict_scenes(args.scenes, args.model, args.output_folder, config, confidence=args.confidence == [],
-                            overwrite=args.overwrite, launch=Launch.from_env(), report=report)
+                            overwrite=args.overwrite, report=report)
     return 1 if result.failed else 0
 
 

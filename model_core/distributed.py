@@ -11,9 +11,11 @@ synchronised across ranks, and sums over all ranks.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -42,20 +44,35 @@ class Ranks:
         """More than one process."""
         return self.world_size > 1
 
+    @property
+    def tag(self) -> str:
+        """The prefix of this rank's log lines, e.g. "[rank 1/4]"."""
+        return f"[rank {self.rank}/{self.world_size}]"
+
     @classmethod
-    def from_env(cls) -> Ranks:
-        """The ranks torchrun set in the environment; rank 0 of 1 without torchrun."""
-        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)) or world)
-        return cls(
-            rank=int(os.environ.get("RANK", "0") or 0),
-            world_size=world,
-            local_rank=int(os.environ.get("LOCAL_RANK", "0") or 0),
-            local_world_size=local_world,
-        )
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Ranks:
+        """RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE as torchrun sets them; rank 0 of 1 without torchrun."""
+        if "RANK" not in env:
+            return cls()
+        try:
+            world = int(env["WORLD_SIZE"])
+            ranks = cls(int(env["RANK"]), world, int(env.get("LOCAL_RANK", "0")),
+                        int(env.get("LOCAL_WORLD_SIZE", str(world))))
+        except (KeyError, ValueError) as exc:
+            raise InputError("RANK is set but WORLD_SIZE or LOCAL_RANK is missing or not a number. Start several "
+                             "processes with torchrun, or unset RANK for one process.") from exc
+        if not 0 <= ranks.rank < ranks.world_size:
+            raise InputError(f"RANK {ranks.rank} is outside WORLD_SIZE {ranks.world_size}. Start with torchrun.")
+        return ranks
 
     def __str__(self) -> str:
         return f"rank {self.rank} of {self.world_size}"
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def backend_for(device: torch.device) -> str:
@@ -64,39 +81,50 @@ def backend_for(device: torch.device) -> str:
 
 
 def device_for(device: torch.device, ranks: Ranks) -> torch.device:
-    """This rank's device: GPU ``LOCAL_RANK`` when training on CUDA, else ``device`` unchanged.
+    """This rank's device: GPU ``LOCAL_RANK`` when ``device`` is plain CUDA, else ``device`` unchanged.
 
     On the CPU each local process gets an equal share of the cores (torchrun's
     own OMP_NUM_THREADS=1 would leave most of them idle).
     """
-    if ranks.distributed and device.type == "cuda" and device.index is None:
+    if ranks.distributed and device.type == "cuda":
         count = torch.cuda.device_count()
-        if ranks.local_rank >= count:
+        if device.index is not None and ranks.local_world_size > 1:
+            raise DeviceError(
+                f"Device {device} would put all {ranks.local_world_size} processes of this machine on one GPU. "
+                "Use device auto or cuda: each process then takes GPU LOCAL_RANK."
+            )
+        if device.index is None and ranks.local_rank >= count:
             raise DeviceError(
                 f"{ranks.local_world_size} processes per machine but only {count} GPU(s) here: start torchrun "
-                f"with --nproc-per-node {count} or fewer."
+                f"with --nproc-per-node {count} or fewer, or use device cpu."
             )
-        device = torch.device("cuda", ranks.local_rank)
-    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", ranks.local_rank)
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    elif ranks.distributed:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.local_world_size))
+    elif device.type == "cpu" and ranks.distributed:
+        torch.set_num_threads(max(1, cpu_cores() // ranks.local_world_size))
     return device
 
 
 @contextmanager
-def process_group(device: torch.device, ranks: Ranks) -> Iterator[None]:
+def process_group(device: torch.device, ranks: Ranks, timeout: timedelta | None = None) -> Iterator[None]:
     """Join the other ranks for the duration (nothing to do for one process).
 
-    A group that already exists (a caller set it up) is used and left open.
+    ``timeout`` bounds how long a collective (a barrier) waits for the slowest
+    rank; PyTorch's default is 30 minutes on gloo, 10 on NCCL. A group that
+    already exists (a caller set it up) is used and left open.
     """
     if not ranks.distributed or dist.is_initialized():
         yield
         return
     if not dist.is_available():
         raise DeviceError("This PyTorch build has no torch.distributed; run with one process.")
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend_for(device), init_method="env://", **kwargs)
+    kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    dist.init_process_group(backend_for(device), init_method="env://", rank=ranks.rank,
+                            world_size=ranks.world_size, **kwargs)
     try:
         yield
     finally:
@@ -119,6 +147,15 @@ def barrier() -> None:
     """Wait for every rank (nothing for one process)."""
     if active():
         dist.barrier()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` for one process."""
+    if not active():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 class ShardSampler(Sampler[tuple[int, int]]):

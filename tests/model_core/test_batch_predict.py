@@ -16,9 +16,9 @@ from rasterio.transform import from_origin
 
 from scl_deeplab.model_core import checkpoint, predict, scl
 from scl_deeplab.model_core.atomic import remove_stale_parts
+from scl_deeplab.model_core.distributed import Ranks
 from scl_deeplab.model_core.batch_predict import (
     FORMAT,
-    Launch,
     check_names,
     completed_entries,
     fingerprint,
@@ -125,15 +125,15 @@ def test_shards_take_every_scene_exactly_once_in_turn(count, world_size):
         assert share == [scenes[i] for i in range(rank, count, world_size)]
 
 
-def test_launch_comes_from_the_torchrun_environment():
-    assert Launch.from_env({}) == Launch(0, 1, 0, 1, False)
+def test_ranks_come_from_the_torchrun_environment():
+    assert Ranks.from_env({}) == Ranks(0, 1, 0, 1) and not Ranks.from_env({}).distributed
     env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
-    assert Launch.from_env(env) == Launch(3, 4, 1, 2, True)
-    assert Launch.from_env(env).tag == "[rank 3/4]"
+    assert Ranks.from_env(env) == Ranks(3, 4, 1, 2) and Ranks.from_env(env).distributed
+    assert Ranks.from_env(env).tag == "[rank 3/4]"
     with pytest.raises(InputError, match="outside WORLD_SIZE"):
-        Launch.from_env({**env, "RANK": "4"})
+        Ranks.from_env({**env, "RANK": "4"})
     with pytest.raises(InputError, match="WORLD_SIZE"):
-        Launch.from_env({"RANK": "0"})
+        Ranks.from_env({"RANK": "0"})
 
 
 # --- the skip rule --------------------------------------------------------------------------------------------------
