@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import distributed
 from .atomic import atomic_file, remove_stale_parts
-from .errors import Canceled, CheckpointError, DeviceError, InputError, SclDeepLabError
+from .errors import Canceled, CheckpointError, InputError, SclDeepLabError
 
 if TYPE_CHECKING:
     from .predict import PredictConfig

@@ -84,30 +84,31 @@ def test_two_processes_train_through_processing_run(provider, patches, tmp_path,
     assert [(s["stage"], s["processes"]) for s in stages] == [("head", 2), ("layer4", 1)]
 
 
-def test_cancel_ends_every_rank_and_writes_nothing(provider, patches, tmp_path, monkeypatch):
+def test_cancel_ends_every_rank_and_keeps_the_complete_epoch(provider, patches, tmp_path, monkeypatch):
     import processing
 
     monkeypatch.setenv("SCL_DEEPLAB_RUNTIME", "in-process")
     feedback = RecordingFeedback()
     seen: list[list[str]] = []
 
-    def cancel_once_running(percent: float) -> None:
-        if percent > 0 and not feedback.isCanceled():
+    def cancel_after_the_first_epoch(line: str) -> None:
+        if "Epoch 1 (" in line and not feedback.isCanceled():
             seen.append(job_processes())
             feedback.cancel()
 
-    feedback.progressChanged.connect(cancel_once_running)
-    out = tmp_path / "out"
-    out.mkdir()
+    feedback.pushInfo = lambda line: (RecordingFeedback.pushInfo(feedback, line), cancel_after_the_first_epoch(line))
     with pytest.raises(QgsProcessingException, match="Canceled"):
-        processing.run("scldeeplab:trainhead", params(patches, out, EPOCHS=50), feedback=feedback)
+        processing.run("scldeeplab:trainhead", params(patches, tmp_path, EPOCHS=50), feedback=feedback)
     # torchrun and both ranks were running when cancel came, and none is left
-    assert len(seen[0]) >= 3, seen
+    assert len(seen) == 1 and len(seen[0]) >= 3, seen
     deadline = time.monotonic() + 10
     while job_processes() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert job_processes() == []
-    assert list(out.iterdir()) == []
+    # the checkpoint of the complete epoch is intact; nothing half-written beside it
+    meta = checkpoint.load_checkpoint(tmp_path / "head.pt")["meta"]
+    assert meta["history"][0]["epoch"] == 1 and len(meta["history"]) < 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["head.last.pt", "head.pt"]
 
 
 def test_too_many_processes_for_the_patches_say_what_to_do(provider, patches, tmp_path, monkeypatch):
