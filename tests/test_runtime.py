@@ -22,28 +22,20 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from rasterio.transform import from_origin
 
 from scl_deeplab.model_core import checkpoint
+from scl_deeplab.tests.recording import RecordingFeedback
 from scl_deeplab.model_core.device import cpu_has_native_bf16
+from scl_deeplab.tests.models import write_random_deeplab
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 WRAPPER = REPO / "scripts" / "qgis-process"
-META = {
-    "input": {"bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
-              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-    "patch_size": 64,
-}
 SMALL = {"TILE_SIZE": 64, "OVERLAP": 8, "DEVICE": "cpu", "BATCH_SIZE": 2}
 
 
 @pytest.fixture(scope="module")
 def deeplab_checkpoint(tmp_path_factory) -> Path:
     """The real DeepLabv3-ResNet50 with random weights."""
-    from scl_deeplab.model_core.model import build_model
-
-    path = tmp_path_factory.mktemp("runtime") / "deeplab_random.pt"
-    torch.manual_seed(0)
-    checkpoint.save_checkpoint(path, build_model().state_dict(), META)
-    return path
+    return write_random_deeplab(tmp_path_factory.mktemp("runtime") / "deeplab_random.pt")
 
 
 def write_scene(path: Path, width: int = 96, height: int = 80, seed: int = 0) -> str:
@@ -74,20 +66,6 @@ def dummy_model(tmp_path: Path) -> Path:
     path = tmp_path / "model.pt"
     path.write_bytes(b"never opened")
     return path
-
-
-class RecordingFeedback(QgsProcessingFeedback):
-    """Keeps the progress values and log lines it receives."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.percents: list[float] = []
-        self.infos: list[str] = []
-        self.progressChanged.connect(self.percents.append)
-
-    def pushInfo(self, info: str) -> None:  # noqa: N802 - QGIS's name
-        self.infos.append(info)
-        super().pushInfo(info)
 
 
 def run(algorithm: str, params: dict, feedback: QgsProcessingFeedback | None = None) -> dict:

@@ -11,14 +11,10 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLa
 from rasterio.transform import from_origin
 
 from scl_deeplab.model_core import checkpoint, predict, scl
+from scl_deeplab.tests.models import write_random_deeplab
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(399960.0, 5000040.0, 20.0, 20.0)
-META = {
-    "input": {"bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
-              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-    "patch_size": 64,
-}
 SMALL = {"TILE_SIZE": 64, "OVERLAP": 8, "DEVICE": "cpu"}  # keeps the real ResNet-50 quick on a CPU
 
 
@@ -27,12 +23,7 @@ def deeplab_checkpoint(tmp_path_factory) -> Path:
     """The real DeepLabv3-ResNet50 with random weights, written once per session by save_checkpoint."""
     path = tmp_path_factory.getbasetemp() / "deeplab_random.pt"
     if not path.exists():
-        import torch
-
-        from scl_deeplab.model_core.model import build_model
-
-        torch.manual_seed(0)
-        checkpoint.save_checkpoint(path, build_model().state_dict(), META)
+        write_random_deeplab(path)
     return path
 
 

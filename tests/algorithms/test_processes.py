@@ -7,23 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException
 
 from scl_deeplab.model_core import checkpoint
-
-
-class RecordingFeedback(QgsProcessingFeedback):
-    """Keeps the progress values and log lines it receives."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.percents: list[float] = []
-        self.infos: list[str] = []
-        self.progressChanged.connect(self.percents.append)
-
-    def pushInfo(self, info: str) -> None:  # noqa: N802 - QGIS's name
-        self.infos.append(info)
-        super().pushInfo(info)
+from scl_deeplab.tests.recording import RecordingFeedback
 
 
 def job_processes() -> list[str]:

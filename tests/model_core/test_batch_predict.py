@@ -14,7 +14,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from scl_deeplab.model_core import checkpoint, predict, scl
+from scl_deeplab.model_core import predict, scl
 from scl_deeplab.model_core.atomic import remove_stale_parts
 from scl_deeplab.model_core.distributed import Ranks
 from scl_deeplab.model_core.batch_predict import (
@@ -33,14 +33,10 @@ from scl_deeplab.model_core.batch_predict import (
 from scl_deeplab.model_core.errors import InputError
 from scl_deeplab.model_core.predict import PredictConfig, predict_scene_from_checkpoint
 from scl_deeplab.model_core.tiling import TilingConfig
+from scl_deeplab.tests.models import write_random_deeplab
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(399960.0, 5000040.0, 20.0, 20.0)
-META = {
-    "input": {"bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
-              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-    "patch_size": 64,
-}
 CONFIG = PredictConfig(tiling=TilingConfig(64, 0), device="cpu", precision="float32")
 SMALL = ["--tile-size", "64", "--overlap", "0", "--device", "cpu", "--precision", "float32"]
 
@@ -48,12 +44,7 @@ SMALL = ["--tile-size", "64", "--overlap", "0", "--device", "cpu", "--precision"
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     """The real DeepLabv3-ResNet50 with random weights, written by save_checkpoint."""
-    from scl_deeplab.model_core.model import build_model
-
-    path = tmp_path_factory.mktemp("model") / "deeplab_random.pt"
-    torch.manual_seed(0)
-    checkpoint.save_checkpoint(path, build_model().state_dict(), META)
-    return path
+    return write_random_deeplab(tmp_path_factory.mktemp("model") / "deeplab_random.pt")
 
 
 def write_scene(path: Path, size: int = 64, *, bands: int = 3, seed: int = 0) -> Path:
