@@ -62,9 +62,11 @@ def plugin_rate(manifest_path: Path, stage: str, batch: int, reps: int) -> dict[
     loop = Loop(net, manifest, config, device, precision.autocast_dtype, counts["train"],
                 META["input"]["mean"], META["input"]["std"])
     seen = len(loop.train_loader) * batch
+    done = [0]
 
     def epoch() -> int:
-        loop.train_epoch(SILENT)
+        done[0] += 1
+        loop.train_epoch(done[0], SILENT)
         return seen
 
     result = _epochs(epoch, reps)

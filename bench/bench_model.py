@@ -1,0 +1,78 @@
+"""The model the benchmark predicts with: a classifier head trained by the plugin, cached between runs.
+
+Speed does not depend on the weights, but agreement between two ways of running
+a model does: a model whose classes are near-ties flips pixels at any rounding.
+Pretrained weights are not available here, so the bench model is the plugin's
+DeepLabv3 with a random backbone whose classifier head was trained for a few
+epochs with the plugin's own training code (``model_core.train``, stage "head",
+as ``make demo`` starts) on patches of a synthetic scene. Its classes are far
+from certain (a frozen random backbone carries little information), but they are
+a trained head's, not the near-ties of a wholly random one. The result is cached
+under ``bench/.cache/`` keyed by these settings and the torch version, so only
+the first run pays for the training (one to two minutes on two cores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import train_bench
+from scl_deeplab.model_core import checkpoint
+from scl_deeplab.model_core.train import TrainConfig, train
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+SETTINGS: dict[str, Any] = {
+    "version": 1,
+    "train_scene_px": 1024,
+    "patch_px": 256,
+    "stage": "head",
+    "epochs": 4,
+    "batch_size": 4,
+    "learning_rate": 1e-3,
+    "seed": 0,
+    "torch": torch.__version__,
+}
+
+
+def key(settings: dict[str, Any] = SETTINGS) -> str:
+    """A short hash of ``settings``: the cache file's name."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def trained_model(scratch: Path, settings: dict[str, Any] = SETTINGS) -> tuple[Path, dict[str, Any]]:
+    """The cached bench checkpoint, trained first if it is not cached yet; and how it was made."""
+    cached = CACHE / f"bench_model_{key(settings)}.pt"
+    info_path = cached.with_suffix(".json")
+    if cached.exists() and info_path.exists():
+        return cached, {**json.loads(info_path.read_text(encoding="utf-8")), "cached": True}
+    started = time.perf_counter()
+    manifest = train_bench.patches(scratch, settings["train_scene_px"], settings["patch_px"])
+    config = TrainConfig(stage=settings["stage"], epochs=settings["epochs"], batch_size=settings["batch_size"],
+                         learning_rate=settings["learning_rate"], pretrained="none", seed=settings["seed"])
+    out = scratch / "bench_model_trained.pt"
+    result = train(manifest, config, out)
+    info = {"settings": settings, "val_pixel_accuracy": result.pixel_accuracy,
+            "val_mean_iou": result.mean_iou, "best_epoch": result.best_epoch,
+            "build_s": time.perf_counter() - started}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".pt.partial")
+    shutil.copyfile(out, partial)
+    os.replace(partial, cached)
+    info_path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return cached, {**info, "cached": False}
+
+
+def user_model(path: Path) -> dict[str, Any]:
+    """What the bench reports about a checkpoint given with ``--model`` (it must be a plugin checkpoint)."""
+    meta = checkpoint.load_checkpoint(path)["meta"]
+    best = meta.get("best") or {}
+    return {"path": str(path), "val_pixel_accuracy": best.get("pixel_accuracy"), "val_mean_iou": best.get("mean_iou"),
+            "stages": [s.get("stage") for s in meta.get("stages", [])], "cached": None}
