@@ -8,6 +8,7 @@ So precision is chosen from what the CPU has, never assumed.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def onednn_allows_bf16() -> bool:
+    """False when ONEDNN_MAX_CPU_ISA caps oneDNN below the bfloat16 instructions (e.g. AVX2)."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return isa in ("", "ALL", "DEFAULT") or any(part in isa for part in ("BF16", "AMX", "AVX10"))
+
+
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bfloat16 in hardware (AMX or AVX512-BF16)."""
+    """True when the CPU computes bfloat16 in hardware (AMX or AVX512-BF16) and oneDNN may use it."""
     flags = cpu_flags()
-    return bool({"amx_bf16", "avx512_bf16"} & flags)
+    return bool({"amx_bf16", "avx512_bf16"} & flags) and onednn_allows_bf16()
 
 
 def pick_device(name: str = "auto"):

@@ -30,6 +30,15 @@ def test_cpu_precision_follows_the_cpu_flags(monkeypatch):
     assert dev.pick_precision(torch.device("cpu"), "float32").autocast_dtype is None
 
 
+@pytest.mark.parametrize(("isa", "native"), [("", True), ("DEFAULT", True), ("AVX512_CORE_BF16", True),
+                                             ("AVX10_1_512_AMX", True), ("AVX2", False), ("AVX512_CORE", False)])
+def test_a_onednn_isa_cap_below_bf16_means_float32(monkeypatch, isa, native):
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert dev.cpu_has_native_bf16() is native
+    assert (dev.pick_precision(torch.device("cpu")).autocast_dtype is torch.bfloat16) is native
+
+
 def test_unknown_device_name_is_refused():
     with pytest.raises(DeviceError, match="Unknown device"):
         dev.pick_device("tpu")
