@@ -22,3 +22,22 @@ def write_random_deeplab(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     save_checkpoint(path, build_model().state_dict(), META)
     return path
+
+
+# Flat regions of vegetation (left), water (top right) and cloud (bottom right), for tests that need a
+# model to see clear classes.
+BLOCK_COLOURS = {4: (40, 120, 40), 6: (20, 30, 90), 9: (230, 230, 235)}
+
+
+def colour_blocks(side: int) -> tuple["np.ndarray", "np.ndarray"]:
+    """(3, side, side) uint8 true colour of three flat classes with a little noise, and their SCL codes."""
+    import numpy as np
+
+    codes = np.full((side, side), 4, dtype=np.uint8)
+    codes[: side // 2, side // 2 :] = 6
+    codes[side // 2 :, side // 2 :] = 9
+    lut = np.zeros((256, 3), np.float32)
+    for code, rgb in BLOCK_COLOURS.items():
+        lut[code] = rgb
+    rgb = np.moveaxis(lut[codes], -1, 0) + np.random.default_rng(0).normal(0, 4, (3, side, side))
+    return np.clip(rgb, 1, 255).astype(np.uint8), codes

@@ -15,12 +15,12 @@ from scl_deeplab.model_core.fast import output_stride_16
 from scl_deeplab.model_core.model import build_model
 from scl_deeplab.model_core.predict import PredictConfig, predict_scene
 from scl_deeplab.model_core.tiling import TilingConfig
+from scl_deeplab.tests.models import colour_blocks
 
 META = {"input": {"bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
                   "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
 SIDE = 192
 # Three flat regions: vegetation (left), water (top right), cloud (bottom right).
-COLOURS = {4: (40, 120, 40), 6: (20, 30, 90), 9: (230, 230, 235)}
 FAST_AGREEMENT = 0.97  # the issue's target; edges of regions are where the two modes may differ
 # Under bfloat16 (auto on AMX CPUs) random features plus a fitted last layer have thin class margins, so
 # rounding alone flips some pixels in both modes; a trained model's margins are wider (see make bench).
@@ -29,12 +29,7 @@ FAST_AGREEMENT_BF16_RANDOM = 0.85
 
 def blocks() -> tuple[np.ndarray, np.ndarray]:
     """(3, H, W) uint8 true colour with a little noise, and its SCL codes (H, W)."""
-    codes = np.full((SIDE, SIDE), 4, dtype=np.uint8)
-    codes[: SIDE // 2, SIDE // 2 :] = 6
-    codes[SIDE // 2 :, SIDE // 2 :] = 9
-    rgb = np.stack([np.vectorize(lambda c, b=b: COLOURS[c][b])(codes) for b in range(3)]).astype(np.float32)
-    rgb += np.random.default_rng(0).normal(0, 4, rgb.shape)
-    return np.clip(rgb, 1, 255).astype(np.uint8), codes
+    return colour_blocks(SIDE)
 
 
 @pytest.fixture(scope="module")
