@@ -115,11 +115,14 @@ def process_group(device: torch.device, ranks: Ranks, timeout: timedelta | None 
     rank; PyTorch's default is 30 minutes on gloo, 10 on NCCL. A group that
     already exists (a caller set it up) is used and left open.
     """
-    if not ranks.distributed or dist.is_initialized():
+    if not ranks.distributed:
         yield
         return
     if not dist.is_available():
         raise DeviceError("This PyTorch build has no torch.distributed; run with one process.")
+    if dist.is_initialized():
+        yield
+        return
     kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
     if timeout is not None:
         kwargs["timeout"] = timeout
