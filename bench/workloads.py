@@ -19,11 +19,11 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from scl_deeplab.model_core import checkpoint, scl
-from scl_deeplab.model_core import model as model_lib
+from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.radiometry import to_unit
 from scl_deeplab.model_core.synthetic import make_sample_scene
 from scl_deeplab.model_core.tiling import plan_tiles
+from scl_deeplab.model_core.weights import IMAGENET_MEAN, IMAGENET_STD
 
 META = {
     "input": {
@@ -31,8 +31,8 @@ META = {
         "band_order": ["red", "green", "blue"],
         "dtype": "uint8",
         "scale": 255.0,
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
     },
     "patch_size": 512,
 }
@@ -65,78 +65,6 @@ def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -
             times[name].append(time.perf_counter() - t0)
     return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": reps, "result": results[name]}
             for name, t in times.items()}
-
-
-def fit_head(net: torch.nn.Module, x: torch.Tensor, codes: np.ndarray, ridge: float = 1e-2) -> float:
-    """Fit the last 1x1 classifier layer to SCL ``codes`` by ridge regression on the head's features (in place).
-
-    ``x`` is a normalised batch (N, 3, H, W) and ``codes`` its SCL codes (N, H, W). A
-    random network with this linear probe on top has decisive, scene-related class
-    maps, as a trained model has, where a wholly random one has near-ties that any
-    rounding flips. Returns the probe's pixel accuracy at feature resolution.
-    """
-    captured: list[torch.Tensor] = []
-    last = net.classifier[-1]
-    hook = net.classifier[-2].register_forward_hook(lambda _m, _i, out: captured.append(out))
-    net.eval()
-    with torch.no_grad():
-        net(x)
-    hook.remove()
-    feats = captured[0]
-    n, c, h, w_ = feats.shape
-    target = torch.from_numpy(codes[:, None].astype(np.float32))
-    target = torch.nn.functional.interpolate(target, size=(h, w_), mode="nearest")[:, 0].long().reshape(-1)
-    f = feats.permute(0, 2, 3, 1).reshape(-1, c).double()
-    keep = target > 0
-    f, target = f[keep], target[keep] - 1
-    f = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)
-    y = torch.nn.functional.one_hot(target, scl.NUM_CLASSES).double()
-    gram = f.T @ f + ridge * len(f) * torch.eye(c + 1, dtype=f.dtype)
-    weights = torch.linalg.solve(gram, f.T @ y)  # (c + 1, classes)
-    with torch.no_grad():
-        last.weight.copy_(weights[:c].T.float().reshape(scl.NUM_CLASSES, c, 1, 1))
-        last.bias.copy_(weights[c].float())
-    return float(((f @ weights).argmax(1) == target).double().mean())
-
-
-def calibrated_model(image: Path, labels: Path, crop: int = 256) -> tuple[torch.nn.Module, float]:
-    """A random-weight DeepLabv3 with BatchNorm statistics from the scene and a fitted last layer (eval mode).
-
-    Untouched random BatchNorm statistics (mean 0, variance 1) let activations grow
-    layer after layer; a few forward passes in train mode over the scene give every
-    layer sane scales, then ``fit_head`` makes the class maps decisive. Speed does
-    not depend on the weights; agreement between precisions does, so this stands in
-    for a trained model.
-    """
-    torch.manual_seed(0)
-    net = model_lib.build_model()
-    for module in net.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = None  # cumulative average over the calibration batches
-            module.reset_running_stats()
-    with rasterio.open(image) as src, rasterio.open(labels) as lab:
-        side_w, side_h = min(src.width, 2 * crop), min(src.height, 2 * crop)
-        raw = src.read([1, 2, 3], window=Window(0, 0, side_w, side_h))
-        codes = lab.read(1, window=Window(0, 0, side_w, side_h))
-    mean = torch.tensor(META["input"]["mean"]).view(3, 1, 1)
-    std = torch.tensor(META["input"]["std"]).view(3, 1, 1)
-    x = (torch.from_numpy(to_unit(raw, 255.0)) - mean) / std
-    corners = [(0, 0), (side_h - crop, side_w - crop), (0, side_w - crop), (side_h - crop, 0)]
-    batch = torch.stack([x[:, r : r + crop, c : c + crop] for r, c in corners])
-    crops = np.stack([codes[r : r + crop, c : c + crop] for r, c in corners])
-    net.train()
-    with torch.no_grad():
-        net(batch[:2])
-        net(batch[2:])
-    accuracy = fit_head(net, batch, crops)
-    return net.eval(), accuracy
-
-
-def bench_model(path: Path, image: Path, labels: Path) -> float:
-    """Write ``calibrated_model``'s weights as a plugin checkpoint; returns the probe's accuracy."""
-    net, accuracy = calibrated_model(image, labels)
-    checkpoint.save_checkpoint(path, net.state_dict(), META)
-    return accuracy
 
 
 def scene(folder: Path, name: str, width: int, height: int, seed: int = 0) -> Path:

@@ -205,7 +205,7 @@ class ShardSampler(Sampler[tuple[int, int]]):
         return len(range(self.ranks.rank, self.size, self.ranks.world_size))
 
 
-def check_shares(train_patches: int, batch_size: int, ranks: Ranks) -> None:
+def check_shares(train_patches: int, ranks: Ranks) -> None:
     """Every rank needs a batch of at least 2 training patches (DeepLab's ASPP BatchNorm)."""
     share = train_patches // ranks.world_size
     if share < 2:

@@ -191,7 +191,7 @@ def train(
     counts = check_patches(manifest, progress=SubProgress(progress, 0, 2))
     if len(manifest.train) < 2:
         raise InputError("Training needs at least 2 training patches (DeepLab's BatchNorm needs batches of 2).")
-    distributed.check_shares(len(manifest.train), config.batch_size, ranks)
+    distributed.check_shares(len(manifest.train), ranks)
     # Weights not on disk fail now, not after building the model.
     start = ("none", None) if resume else resolve_weights(config.pretrained, config.weights_file, progress=progress)
     device = distributed.device_for(pick_device(config.device), ranks)

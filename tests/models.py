@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scl_deeplab.model_core.weights import IMAGENET_MEAN, IMAGENET_STD
+
 # What a checkpoint records about its input: uint8 true colour with ImageNet's normalisation.
 META = {
     "input": {"bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
-              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+              "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
     "patch_size": 64,
 }
 

@@ -93,9 +93,9 @@ def test_a_new_epoch_reshuffles_and_reseeds_augmentation():
 
 
 def test_too_few_patches_for_the_processes_are_refused():
-    check_shares(4, 2, Ranks(0, 2))
+    check_shares(4, Ranks(0, 2))
     with pytest.raises(InputError, match="5 training patches cannot feed 3 processes.*at most 2 processes"):
-        check_shares(5, 2, Ranks(0, 3))
+        check_shares(5, Ranks(0, 3))
 
 
 @pytest.mark.parametrize("stage", ["head", "full"])
