@@ -42,11 +42,12 @@ class Predict(SclAlgorithm):
         "over many scenes are not slowed by loading.\n"
         "Tile size (a multiple of 8) and overlap: the scene is cut into tiles that overlap; their class "
         "probabilities are blended with a smooth window, so tile borders leave no seams. Overlap must be less "
-        "than half the tile size. Larger batches are faster on a GPU and need more memory.\n"
+        "than half the tile size. Tiles per batch: 0 takes 1 on a CPU (fastest there) and 4 on a GPU; larger "
+        "batches are faster on a GPU and need more memory.\n"
         "Device: auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps.\n"
         "Extent: optionally predict only part of the scene.\n"
-        "Fast mode: runs the network at output stride 16 instead of 8, 2-3x faster for big jobs; class edges are "
-        "coarser (make bench measures how often it agrees with the plain mode).\n\n"
+        "Fast mode: runs the backbone at output stride 16 instead of 8, 2-3x faster for big jobs; class edges are "
+        "a little smoother (make bench measures how often it agrees with the plain mode).\n\n"
         "Output: SCL codes (GeoTIFF, same grid as the scene), styled with the SCL colours; scene no-data "
         "(the no-data value, or all bands 0) becomes code 0. Confidence (optional): the winning class's "
         "probability in percent, as a grey ramp.\n"
@@ -89,16 +90,18 @@ class Predict(SclAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE,
-                self.tr("Tiles per batch"),
+                self.tr("Tiles per batch (0: 1 on a CPU, 4 on a GPU)"),
                 type=QgsProcessingParameterNumber.Integer,
-                defaultValue=4,
-                minValue=1,
+                defaultValue=0,
+                minValue=0,
             )
         )
         self.addParameter(
             QgsProcessingParameterString(self.DEVICE, self.tr("Device (auto, cpu, cuda, cuda:N, mps)"), "auto")
         )
-        self.addParameter(QgsProcessingParameterBoolean(self.FAST, self.tr("Fast mode (output stride 16)"), False))
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.FAST, self.tr("Fast mode (backbone at output stride 16)"), False)
+        )
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: whole scene)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Predicted SCL")))

@@ -123,10 +123,10 @@ def add_predict(subparsers: Any) -> None:
     p.add_argument("--bands", default="1,2,3", help="red, green, blue band numbers (default 1,2,3)")
     p.add_argument("--tile-size", type=int, default=512, help="pixels, a multiple of 8 (default 512)")
     p.add_argument("--overlap", type=int, default=64, help="pixels, less than half the tile size (default 64)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=0, help="tiles per batch; 0 (default): 1 on a CPU, 4 on a GPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("auto", "float32"), default="auto")
-    p.add_argument("--fast", action="store_true", help="output stride 16: 2-3x faster, coarser class edges")
+    p.add_argument("--fast", action="store_true", help="backbone at output stride 16: 2-3x faster, smoother class edges")
     p.add_argument("--extent", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
                    help="only this part, in the scene's CRS")
     p.add_argument("--output", type=Path, nargs="+", help="one GeoTIFF per --input")

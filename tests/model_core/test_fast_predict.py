@@ -11,7 +11,7 @@ import torch
 from rasterio.transform import from_origin
 
 from scl_deeplab.model_core import scl
-from scl_deeplab.model_core.fast import output_stride_16
+from scl_deeplab.model_core.fast import output_stride_16, to_stride_8
 from scl_deeplab.model_core.model import build_model
 from scl_deeplab.model_core.predict import PredictConfig, predict_scene
 from scl_deeplab.model_core.tiling import TilingConfig
@@ -36,9 +36,9 @@ def blocks() -> tuple[np.ndarray, np.ndarray]:
 def scene_and_model(tmp_path_factory) -> tuple[Path, torch.nn.Module, np.ndarray]:
     """A block scene on disk and a DeepLabv3 whose BatchNorm statistics and last layer are fitted to it.
 
-    The last layer is fitted on the features of both output strides, as DeepLab models
-    trained at stride 16 and run at stride 8 are; with wholly random weights the two
-    strides see unrelated features, so agreement would say nothing about the fast path.
+    The last layer is fitted on the features of both modes, as DeepLab models trained
+    at stride 16 and run at stride 8 are; with wholly random weights the two modes see
+    unrelated features, so agreement would say nothing about the fast path.
     """
     rgb, codes = blocks()
     path = tmp_path_factory.mktemp("fast") / "blocks.tif"
@@ -62,8 +62,8 @@ def scene_and_model(tmp_path_factory) -> tuple[Path, torch.nn.Module, np.ndarray
         output_stride_16(net)(x)
     hook.remove()
     f = torch.cat([features[-2][0].flatten(1).T, features[-1][0].flatten(1).T]).double()  # (positions, 256)
-    target = torch.cat([torch.from_numpy(codes[s // 2 :: s, s // 2 :: s].astype(np.int64) - 1).reshape(-1)
-                        for s in (8, 16)])
+    # Both modes run the head's last layers on the stride-8 grid.
+    target = torch.from_numpy(codes[4::8, 4::8].astype(np.int64) - 1).reshape(-1).repeat(2)
     f = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)
     y = torch.nn.functional.one_hot(target, scl.NUM_CLASSES).double()
     w = torch.linalg.solve(f.T @ f + 1e-2 * len(f) * torch.eye(f.shape[1], dtype=f.dtype), f.T @ y)
@@ -90,6 +90,36 @@ def test_output_stride_16_shares_weights_and_leaves_the_model_unchanged():
     with torch.no_grad():
         out = fast(torch.zeros(1, 3, 64, 96))["out"]
     assert out.shape == (1, scl.NUM_CLASSES, 64, 96)
+
+
+def test_stride_16_features_are_the_stride_8_features_at_even_positions():
+    torch.manual_seed(0)
+    net = build_model().eval()
+    fast = output_stride_16(net)
+    x = torch.randn(1, 3, 80, 112)  # 10 x 14 at stride 8, 5 x 7 at stride 16
+    with torch.no_grad():
+        plain_features, fast_features = net.backbone(x)["out"], fast.backbone(x)["out"]
+    assert plain_features.shape[-2:] == (10, 14) and fast_features.shape[-2:] == (5, 7)
+    even = plain_features[..., ::2, ::2]
+    assert torch.allclose(fast_features, even, rtol=1e-4, atol=1e-4 * even.abs().max().item())
+
+
+@pytest.mark.parametrize(("height", "width"), [(10, 14), (9, 13)])
+def test_to_stride_8_keeps_even_positions_and_fills_the_rest_between_them(height, width):
+    features = torch.arange(2 * 5 * 7, dtype=torch.float32).view(1, 2, 5, 7) ** 1.5
+    up = to_stride_8(features, height, width)
+    assert up.shape == (1, 2, height, width)
+    assert torch.allclose(up[..., ::2, ::2][..., :5, :7], features)
+    assert torch.allclose(up[..., 1, 0], (features[..., 0, 0] + features[..., 1, 0]) / 2)
+    if height == 10:
+        assert torch.equal(up[..., 9, :], up[..., 8, :])  # past the last stride-16 row: repeated
+
+
+def test_fast_model_predicts_tiles_of_any_multiple_of_8():
+    net = build_model().eval()
+    with torch.no_grad():
+        for height, width in ((72, 104), (64, 96)):
+            assert output_stride_16(net)(torch.zeros(1, 3, height, width))["out"].shape == (1, scl.NUM_CLASSES, height, width)
 
 
 @pytest.mark.parametrize("precision", ["float32", "auto"])
