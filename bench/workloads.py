@@ -97,9 +97,24 @@ def naive_predict(model: torch.nn.Module, image: Path, spec: dict[str, Any] | No
     return codes
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of pixels with the same code, over pixels where both hold a class (code 0 ignored)."""
+def single_tile_pixels(width: int, height: int, tile: int = 512) -> np.ndarray:
+    """(height, width) mask of the pixels that exactly one of the baseline's tiles covers.
+
+    The last tile of a row or column is moved back inside the scene, so it overlaps
+    its neighbour; there the baseline keeps the later tile's classes and the
+    plugin blends both. Elsewhere both take the classes of the same tile.
+    """
+    count = np.zeros((height, width), dtype=np.uint8)
+    for t in plan_tiles(width, height, tile, 0):
+        count[t.row_off : t.row_off + t.height, t.col_off : t.col_off + t.width] += 1
+    return count == 1
+
+
+def agreement(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Share of pixels with the same code, over pixels where both hold a class (code 0 ignored), within ``where``."""
     valid = (a != scl.NO_DATA) & (b != scl.NO_DATA)
+    if where is not None:
+        valid &= where
     return float((a[valid] == b[valid]).mean()) if valid.any() else float("nan")
 
 

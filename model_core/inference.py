@@ -167,7 +167,7 @@ def _float32_logits(model: nn.Module) -> bool:
 
 
 def prepare(model: nn.Module, precision: Precision, *, fast: bool = False) -> PreparedModel:
-    """A prediction-only copy of ``model`` for ``precision`` (and at output stride 16 with ``fast``).
+    """A prediction-only copy of ``model`` for ``precision`` (backbone and ASPP at output stride 16 with ``fast``).
 
     Under bfloat16 the copy is cast whole when it is a DeepLab model (its logits
     stay float32); any other model keeps float32 weights and runs under autocast.
