@@ -11,8 +11,8 @@ Speedups are for the plugin's default settings (64 px overlapping tiles, which
 cost more tiles than the baseline's); agreements are measured on the baseline's
 own tiles (overlap 0), on the pixels a single one of them covers, so they show
 what precision and kernels change; whole-scene and default-tiling agreements are
-reported beside them. Timings are medians over repetitions, with min-max spread, the paths taking turns;
-on a shared machine they are noisy.
+reported beside them. Timings are medians over repetitions, with min-max spread,
+the paths taking turns; on a shared machine they are noisy.
 """
 
 from __future__ import annotations
