@@ -82,7 +82,7 @@ def output_stride_16(model: nn.Module) -> nn.Module:
     """
     backbone = getattr(model, "backbone", None)
     layer3, layer4 = getattr(backbone, "layer3", None), getattr(backbone, "layer4", None)
-    aspp = _aspp(model)
+    aspp = aspp_block(model)
     if layer3 is None or layer4 is None or aspp is None:
         return model
     if layer3[0].conv2.stride != (1, 1):
@@ -97,13 +97,13 @@ def output_stride_16(model: nn.Module) -> nn.Module:
         for module in layer.modules():
             if isinstance(module, nn.Conv2d):
                 _halve_dilation(module)
-    for module in _aspp(fast).modules():
+    for module in aspp_block(fast).modules():
         if isinstance(module, nn.Conv2d):
             _halve_dilation(module)
     return fast.train(model.training)
 
 
-def _aspp(model: nn.Module) -> nn.Module | None:
+def aspp_block(model: nn.Module) -> nn.Module | None:
     """The ASPP block of a torchvision DeepLabHead, if the model has one."""
     head = getattr(model, "classifier", None)
     if isinstance(head, nn.Sequential) and len(head) and type(head[0]).__name__ == "ASPP":

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .device import Precision
-from .fast import output_stride_16
+from .fast import aspp_block, output_stride_16
 
 # torchvision's ResNet blocks name their pairs conv1/bn1, conv2/bn2, conv3/bn3.
 _NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
@@ -143,8 +143,7 @@ class TapConv2d(nn.Module):
 
 def _aspp_as_taps(model: nn.Module) -> int:
     """Swap the dilated 3x3 convolutions of DeepLab's ASPP for ``TapConv2d``; returns how many."""
-    head = getattr(model, "classifier", None)
-    aspp = head[0] if isinstance(head, nn.Sequential) and len(head) and type(head[0]).__name__ == "ASPP" else None
+    aspp = aspp_block(model)
     count = 0
     for module in [] if aspp is None else list(aspp.modules()):
         if isinstance(module, nn.Sequential):

@@ -43,3 +43,22 @@ def colour_blocks(side: int) -> tuple["np.ndarray", "np.ndarray"]:
         lut[code] = rgb
     rgb = np.moveaxis(lut[codes], -1, 0) + np.random.default_rng(0).normal(0, 4, (3, side, side))
     return np.clip(rgb, 1, 255).astype(np.uint8), codes
+
+
+def fit_last_layer(net: "torch.nn.Module", features: "torch.Tensor", target: "torch.Tensor") -> None:
+    """Set DeepLab's last 1x1 layer to a ridge fit of ``target`` (class indices, one per row) on ``features``.
+
+    ``features`` is (positions, channels): what the layer before the last one returns,
+    one row per position. Random features plus a fitted last layer give a model whose
+    classes mean something, without training.
+    """
+    import torch
+
+    from scl_deeplab.model_core import scl
+
+    f = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], 1)
+    y = torch.nn.functional.one_hot(target, scl.NUM_CLASSES).double()
+    w = torch.linalg.solve(f.T @ f + 1e-2 * len(f) * torch.eye(f.shape[1], dtype=f.dtype), f.T @ y)
+    with torch.no_grad():
+        net.classifier[-1].weight.copy_(w[:-1].T.float().reshape(scl.NUM_CLASSES, -1, 1, 1))
+        net.classifier[-1].bias.copy_(w[-1].float())

@@ -22,9 +22,10 @@ from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from rasterio.transform import from_origin
 
 from scl_deeplab.model_core import checkpoint
-from scl_deeplab.tests.recording import RecordingFeedback
 from scl_deeplab.model_core.device import cpu_has_native_bf16
+from scl_deeplab.tests.recording import RecordingFeedback
 from scl_deeplab.tests.models import write_random_deeplab
+from scl_deeplab.tests.sample_patches import sample_patches
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -215,14 +216,7 @@ def test_without_torch_in_qgis_the_worker_runs(tmp_path):
 @pytest.fixture(scope="module")
 def small_patches(provider, tmp_path_factory) -> Path:
     """samplescene then makepatches: a handful of 32 px patches."""
-    import processing
-
-    root = tmp_path_factory.mktemp("runtime_patches")
-    scene = processing.run("scldeeplab:samplescene", {
-        "SIZE": 96, "SEED": 7, "OUTPUT_IMAGE": str(root / "image.tif"), "OUTPUT_SCL": str(root / "scl.tif")})
-    made = processing.run("scldeeplab:makepatches", {
-        "INPUT": scene["OUTPUT_IMAGE"], "MASK": scene["OUTPUT_SCL"], "PATCH_SIZE": 32, "VAL_FRACTION": 0.25,
-        "OUTPUT_FOLDER": str(root / "patches")})
+    made = sample_patches(tmp_path_factory.mktemp("runtime_patches"), 96, 7)
     return Path(made["OUTPUT_INDEX"])
 
 

@@ -11,6 +11,7 @@ from qgis.core import QgsProcessingException
 
 from scl_deeplab.model_core import checkpoint
 from scl_deeplab.tests.recording import RecordingFeedback
+from scl_deeplab.tests.sample_patches import sample_patches
 
 
 def job_processes() -> list[str]:
@@ -30,14 +31,7 @@ def job_processes() -> list[str]:
 @pytest.fixture(scope="module")
 def patches(provider, tmp_path_factory) -> Path:
     """samplescene then makepatches: 32 px patches, enough for 2 processes with batches of 2."""
-    import processing
-
-    root = tmp_path_factory.mktemp("processes")
-    scene = processing.run("scldeeplab:samplescene", {
-        "SIZE": 128, "SEED": 4, "OUTPUT_IMAGE": str(root / "image.tif"), "OUTPUT_SCL": str(root / "scl.tif")})
-    made = processing.run("scldeeplab:makepatches", {
-        "INPUT": scene["OUTPUT_IMAGE"], "MASK": scene["OUTPUT_SCL"], "PATCH_SIZE": 32, "VAL_FRACTION": 0.25,
-        "OUTPUT_FOLDER": str(root / "patches")})
+    made = sample_patches(tmp_path_factory.mktemp("processes"), 128, 4)
     return Path(made["OUTPUT_INDEX"])
 
 

@@ -9,19 +9,13 @@ import pytest
 import torch
 
 from scl_deeplab.model_core import checkpoint
+from scl_deeplab.tests.sample_patches import sample_patches
 
 
 @pytest.fixture(scope="module")
 def patches(provider, tmp_path_factory) -> Path:
     """samplescene then makepatches, as a user chains them: 32 px patches of a 96 px scene."""
-    import processing
-
-    root = tmp_path_factory.mktemp("trainhead")
-    scene = processing.run("scldeeplab:samplescene", {
-        "SIZE": 96, "SEED": 7, "OUTPUT_IMAGE": str(root / "image.tif"), "OUTPUT_SCL": str(root / "scl.tif")})
-    made = processing.run("scldeeplab:makepatches", {
-        "INPUT": scene["OUTPUT_IMAGE"], "MASK": scene["OUTPUT_SCL"], "PATCH_SIZE": 32, "VAL_FRACTION": 0.25,
-        "OUTPUT_FOLDER": str(root / "patches")})
+    made = sample_patches(tmp_path_factory.mktemp("trainhead"), 96, 7)
     assert made["TRAIN_COUNT"] >= 4 and made["VAL_COUNT"] >= 1
     return Path(made["OUTPUT_INDEX"])
 

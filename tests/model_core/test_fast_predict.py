@@ -15,7 +15,7 @@ from scl_deeplab.model_core.fast import output_stride_16, to_stride_8
 from scl_deeplab.model_core.model import build_model
 from scl_deeplab.model_core.predict import PredictConfig, predict_scene
 from scl_deeplab.model_core.tiling import TilingConfig
-from scl_deeplab.tests.models import colour_blocks
+from scl_deeplab.tests.models import colour_blocks, fit_last_layer
 
 META = {"input": {"bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
                   "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
@@ -61,15 +61,10 @@ def scene_and_model(tmp_path_factory) -> tuple[Path, torch.nn.Module, np.ndarray
         net(x)
         output_stride_16(net)(x)
     hook.remove()
-    f = torch.cat([features[-2][0].flatten(1).T, features[-1][0].flatten(1).T]).double()  # (positions, 256)
+    f = torch.cat([features[-2][0].flatten(1).T, features[-1][0].flatten(1).T])  # (positions, 256)
     # Both modes run the head's last layers on the stride-8 grid.
     target = torch.from_numpy(codes[4::8, 4::8].astype(np.int64) - 1).reshape(-1).repeat(2)
-    f = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)
-    y = torch.nn.functional.one_hot(target, scl.NUM_CLASSES).double()
-    w = torch.linalg.solve(f.T @ f + 1e-2 * len(f) * torch.eye(f.shape[1], dtype=f.dtype), f.T @ y)
-    with torch.no_grad():
-        net.classifier[-1].weight.copy_(w[:-1].T.float().reshape(scl.NUM_CLASSES, -1, 1, 1))
-        net.classifier[-1].bias.copy_(w[-1].float())
+    fit_last_layer(net, f, target)
     return path, net.eval(), codes
 
 

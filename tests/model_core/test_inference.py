@@ -11,6 +11,7 @@ from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.device import Precision, pick_precision
 from scl_deeplab.model_core.inference import TapConv2d, clear_prepared, fold_batchnorm, prepare, prepared
 from scl_deeplab.model_core.model import build_model
+from scl_deeplab.tests.models import fit_last_layer
 
 AGREEMENT = 0.995  # the target for a path that runs at lower precision
 SIDE = 64
@@ -50,14 +51,7 @@ def fitted() -> tuple[torch.nn.Module, torch.Tensor, np.ndarray]:
         net.eval()
         net(x)
     hook.remove()
-    f = features[-1][0].flatten(1).T.double()
-    target = torch.from_numpy(codes[4::8, 4::8] - 1).reshape(-1)
-    f = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], 1)
-    y = torch.nn.functional.one_hot(target, scl.NUM_CLASSES).double()
-    w = torch.linalg.solve(f.T @ f + 1e-2 * len(f) * torch.eye(f.shape[1], dtype=f.dtype), f.T @ y)
-    with torch.no_grad():
-        net.classifier[-1].weight.copy_(w[:-1].T.float().reshape(scl.NUM_CLASSES, -1, 1, 1))
-        net.classifier[-1].bias.copy_(w[-1].float())
+    fit_last_layer(net, features[-1][0].flatten(1).T, torch.from_numpy(codes[4::8, 4::8] - 1).reshape(-1))
     return net.eval(), x, codes
 
 
