@@ -140,6 +140,23 @@ def flops_per_tile(model: torch.nn.Module, tile: int = 512) -> float:
     return float(counter.get_total_flops()) * (tile / side) ** 2
 
 
+def prepared_flops_per_tile(model: torch.nn.Module, precision: Any, tile: int = 512) -> float:
+    """FLOPs the plugin's prediction copy of ``model`` does on one tile: Winograd and ASPP's taps do fewer.
+
+    Counted on a full tile: the padding ASPP's taps skip does not scale with area.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from scl_deeplab.model_core.inference import prepare
+
+    prep = prepare(model, precision)
+    x = torch.zeros(1, 3, tile, tile, dtype=prep.input_dtype).contiguous(memory_format=torch.channels_last)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        prep.model(x)
+    return float(counter.get_total_flops())
+
+
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> dict[str, float]:
     """This CPU's measured multiply-add rate in GFLOP/s (median, best, worst) for ``dtype``.
 

@@ -10,8 +10,10 @@ in float32 so logits and their upsampling keep full precision. Elsewhere (e.g.
 AVX2-only CPUs, where bfloat16 is slow) the copy stays float32. ASPP's dilated
 convolutions run as nine 1x1 products over the positions each tap actually sees
 (``TapConv2d``) on CPUs, which skips the zero padding and avoids slow dilated
-kernels: on a 512 px tile those took 60 % of a bfloat16 forward pass. The auxiliary head,
-which prediction never reads, is dropped.
+kernels: on a 512 px tile those took 60 % of a bfloat16 forward pass. In float32 on
+a CPU, the other 3x3 convolutions with at least 128 input channels run by
+Winograd's F(4x4, 3x3) (``winograd``), a quarter of the multiplications. The
+auxiliary head, which prediction never reads, is dropped.
 
 The caller's model is never changed; prepared copies are cached per model and
 rebuilt when its weights change.
@@ -30,6 +32,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .device import Precision
 from .fast import aspp_block, output_stride_16
+from .winograd import use_winograd
 
 # torchvision's ResNet blocks name their pairs conv1/bn1, conv2/bn2, conv3/bn3.
 _NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
@@ -187,6 +190,8 @@ def prepare(model: nn.Module, precision: Precision, *, fast: bool = False) -> Pr
         prepared.to(torch.bfloat16)
         _float32_logits(prepared)
         return PreparedModel(prepared.to(device), torch.bfloat16, None, count)
+    if dtype is None and device.type == "cpu":
+        use_winograd(prepared)
     return PreparedModel(prepared.to(device), torch.float32, dtype, count)  # type: ignore[arg-type]
 
 

@@ -92,6 +92,9 @@ def test_prepared_model_gives_the_classes_of_the_plain_float32_model(fitted, dty
         assert prep.input_dtype is torch.bfloat16 and prep.autocast_dtype is None
         assert prep.model.classifier[-1].weight.dtype is torch.float32  # logits in full precision
         assert prep.model.backbone.layer4[0].conv2.weight.dtype is torch.bfloat16
+    else:  # float32 on a CPU: the wide 3x3 convolutions by Winograd, the 64-channel ones of layer1 direct
+        assert type(prep.model.backbone.layer4[0].conv2).__name__ == "WinogradConv2d"
+        assert type(prep.model.backbone.layer1[0].conv2).__name__ == "Conv2d"
     assert {p.dtype for p in net.parameters()} == {torch.float32}
 
 
