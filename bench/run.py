@@ -33,7 +33,7 @@ import torch
 import bench_model
 import train_bench
 import workloads as w
-from scl_deeplab.model_core import checkpoint, scl
+from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.device import cpu_has_native_bf16, cpu_model, pick_device, pick_precision
 from scl_deeplab.model_core.fast import output_stride_16
 from scl_deeplab.model_core.predict import PredictConfig, predict_scene_from_checkpoint
@@ -86,7 +86,7 @@ def predict_section(tmp: Path, ckpt: Path, s: dict[str, Any], device: torch.devi
     image = w.scene(tmp, f"scene_{width}x{height}", width, height)
     truth = w.read_codes(tmp / f"scene_{width}x{height}_scl.tif")
     mp = width * height / 1e6
-    naive_model, meta = checkpoint.load_model(ckpt, device)
+    naive_model, meta = w.naive_model(ckpt, device)
     fp32_same = pick_precision(device, "auto").autocast_dtype is None
     configs = {name: c for name, c in PATHS.items() if not (fp32_same and name == "plugin_fp32_tiles0")}
     paths = {name: tmp / f"pred_{name}.tif" for name in configs}
@@ -185,8 +185,14 @@ def qgis_section(tmp: Path, ckpt: Path, side: int) -> dict[str, Any]:
 
 
 def limit_section(ckpt: Path, predict: dict[str, Any], device: torch.device, reps: int) -> dict[str, Any]:
-    """FLOPs per tile (plain and fast), measured matmul peaks, and how much of the peak prediction reaches."""
-    model, _ = checkpoint.load_model(ckpt, "cpu")
+    """FLOPs per tile (plain and fast), measured matmul peaks, and how much of the peak prediction reaches.
+
+    Also what the memory layout alone gives: the naive baseline's forward pass on one
+    tile in NCHW and in channels-last.
+    """
+    model, _ = w.naive_model(ckpt, device)
+    layouts = w.interleaved(w.forward_passes(model), min(reps, 3))
+    model = model.cpu()
     flops = w.flops_per_tile(model)
     flops_fast = w.flops_per_tile(output_stride_16(model))
     precision = pick_precision(device, "auto")
@@ -203,6 +209,7 @@ def limit_section(ckpt: Path, predict: dict[str, Any], device: torch.device, rep
         "gflop_per_tile": flops / 1e9,
         "gflop_per_tile_fast": flops_fast / 1e9,
         "plugin_gflop_per_tile": flops_done / 1e9,
+        "naive_forward_s": {k: v["median"] for k, v in layouts.items()},
         "peak_gflops": peaks,
         "plugin_precision": precision,
         "plugin_gflops": achieved,
@@ -267,6 +274,10 @@ def table(r: dict[str, Any]) -> str:
                  f"{lim['plugin_fraction_of_peak'] * 100:.0f}% of the {lim['plugin_precision']} peak (naive: "
                  f"{lim['naive_gflops']:.0f} GFLOP/s, {lim['naive_fraction_of_fp32_peak'] * 100:.0f}% of fp32 peak); "
                  f"overlap makes the plugin run {p['plugin']['tiles']}/{p['naive']['tiles']} tiles.")
+    if "naive_forward_s" in lim:
+        f = lim["naive_forward_s"]
+        lines.append(f"Layout alone: the naive model's forward pass on one tile takes {f['nchw']:.2f} s in NCHW (the "
+                     f"baseline), {f['channels_last']:.2f} s channels-last ({f['nchw'] / f['channels_last']:.2f}x).")
     lines.append(f"\nTargets ({r['target_kind']}):")
     if r["mode"] == "quick":
         lines.append("  quick mode: one tile per path, 64 px training patches (fixed costs dominate), single runs; "

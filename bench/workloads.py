@@ -8,6 +8,7 @@ the algorithms run.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import checkpoint, scl
 from scl_deeplab.model_core.radiometry import to_unit
 from scl_deeplab.model_core.synthetic import make_sample_scene
 from scl_deeplab.model_core.tiling import plan_tiles
@@ -73,6 +74,33 @@ def scene(folder: Path, name: str, width: int, height: int, seed: int = 0) -> Pa
     if not image.exists():
         make_sample_scene(image, folder / f"{name}_scl.tif", width=width, height=height, seed=seed)
     return image
+
+
+def naive_model(ckpt: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The checkpoint's model for the naive baseline: eval, float32, every weight in plain NCHW layout.
+
+    ``checkpoint.load_model`` keeps the strides the weights were saved with. A model
+    trained by the plugin runs channels-last and is saved so, and one channels-last
+    weight makes each convolution after it channels-last too: the baseline would not
+    be the seed's NCHW one.
+    """
+    model, meta = checkpoint.load_model(ckpt, device)
+    return model.to(memory_format=torch.contiguous_format), meta
+
+
+def forward_passes(model: torch.nn.Module, tile: int = 512) -> dict[str, Callable[[], Any]]:
+    """One forward pass of ``model`` on a tile under ``no_grad``, in NCHW ("nchw") and in channels-last layout."""
+    passes: dict[str, Callable[[], Any]] = {}
+    for name, layout in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        net = copy.deepcopy(model).to(memory_format=layout)
+        x = torch.rand(1, 3, tile, tile, device=next(model.parameters()).device).contiguous(memory_format=layout)
+
+        def forward(net: torch.nn.Module = net, x: torch.Tensor = x) -> torch.Size:
+            with torch.no_grad():
+                return net(x)["out"].shape
+
+        passes[name] = forward
+    return passes
 
 
 def naive_predict(model: torch.nn.Module, image: Path, spec: dict[str, Any] | None = None, tile: int = 512) -> np.ndarray:
