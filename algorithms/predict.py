@@ -29,7 +29,7 @@ class Predict(SclAlgorithm):
 
     INPUT, BANDS, MODEL = "INPUT", "BANDS", "MODEL"
     TILE_SIZE, OVERLAP, BATCH_SIZE, DEVICE, EXTENT = "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "DEVICE", "EXTENT"
-    FAST = "FAST"
+    FAST, FULL_PRECISION = "FAST", "FULL_PRECISION"
     OUTPUT, OUTPUT_CONFIDENCE = "OUTPUT", "OUTPUT_CONFIDENCE"
     GROUP = "prediction"
     HELP = (
@@ -47,7 +47,10 @@ class Predict(SclAlgorithm):
         "Device: auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps.\n"
         "Extent: optionally predict only part of the scene.\n"
         "Fast mode: runs the backbone at output stride 16 instead of 8, 2-3x faster for big jobs; class edges are "
-        "a little smoother (make bench measures how often it agrees with the plain mode).\n\n"
+        "a little smoother (make bench measures how often it agrees with the plain mode).\n"
+        "Full precision: computes in float32 where the CPU or GPU would use bfloat16, for classes exactly as "
+        "a float32 run gives them (bfloat16 changes a few pixels where two classes are nearly tied), about 2x "
+        "slower there; CPUs without native bfloat16 always compute in float32.\n\n"
         "Output: SCL codes (GeoTIFF, same grid as the scene), styled with the SCL colours; scene no-data "
         "(the no-data value, or all bands 0) becomes code 0. Confidence (optional): the winning class's "
         "probability in percent, as a grey ramp.\n"
@@ -102,6 +105,9 @@ class Predict(SclAlgorithm):
         self.addParameter(
             QgsProcessingParameterBoolean(self.FAST, self.tr("Fast mode (backbone at output stride 16)"), False)
         )
+        self.addParameter(
+            QgsProcessingParameterBoolean(self.FULL_PRECISION, self.tr("Full precision (float32, no bfloat16)"), False)
+        )
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: whole scene)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Predicted SCL")))
@@ -150,6 +156,7 @@ class Predict(SclAlgorithm):
                 bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
                 extent=extent,
                 fast=self.parameterAsBoolean(parameters, self.FAST, context),
+                precision="float32" if self.parameterAsBoolean(parameters, self.FULL_PRECISION, context) else "auto",
             )
             result = predict_in_runtime(
                 Path(scene.source()), Path(checkpoint), Path(out_path), config,

@@ -107,6 +107,20 @@ def test_extent_predicts_part_of_the_scene(provider, deeplab_checkpoint, tmp_pat
         assert out.shape == (30, 40) and (out.transform.c, out.transform.f) == (left, top)
 
 
+def test_full_precision_asks_for_float32(provider, deeplab_checkpoint, tmp_path):
+    from scl_deeplab.tests.recording import RecordingFeedback
+
+    scene = write_scene(tmp_path / "scene.tif", 40, 40)
+    logs = {}
+    for full in (False, True):
+        feedback = RecordingFeedback()
+        run({"INPUT": scene, "MODEL": str(deeplab_checkpoint), **SMALL, "FULL_PRECISION": full,
+             "OUTPUT": str(tmp_path / f"pred_{full}.tif")}, feedback=feedback)
+        logs[full] = [line for line in feedback.infos if "precision" in line]
+    assert any("precision float32: float32 was asked for" in line for line in logs[True])
+    assert logs[False] and not any("was asked for" in line for line in logs[False])  # the CPU decides
+
+
 def bad_cases(tmp_path: Path, good_checkpoint: Path) -> dict[str, tuple[dict, str]]:
     scene = write_scene(tmp_path / "scene.tif", 40, 40)
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 100)
