@@ -43,12 +43,15 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 
 SETTINGS = {
-    # predict scene (w, h), reps, RSS base scene side, train scene side, patch, batch, epochs, qgis scene side
+    # predict scene (w, h), reps, RSS base scene side, train scene side, patch, batch, epochs, qgis scene side,
+    # matmul-peak reps, tile of the layout check
     # quick: one tile per path, tiny training patches, the two memory processes side by side (their peaks are their own).
     "quick": {"scene": (512, 512), "reps": 1, "rss": 256, "rss_tile": (256, 32), "rss_parallel": True,
-              "train_scene": 192, "patch": 64, "batch": 2, "train_reps": 1, "qgis": 256, "peak_reps": 2},
+              "train_scene": 192, "patch": 64, "batch": 2, "train_reps": 1, "qgis": 256, "peak_reps": 2,
+              "layout_tile": 256},
     "full": {"scene": (1344, 1344), "reps": 3, "rss": 1344, "rss_tile": (512, 64), "rss_parallel": False,
-             "train_scene": 768, "patch": 256, "batch": 4, "train_reps": 3, "qgis": 1344, "peak_reps": 5},
+             "train_scene": 768, "patch": 256, "batch": 4, "train_reps": 3, "qgis": 1344, "peak_reps": 5,
+             "layout_tile": 512},
 }
 
 
@@ -184,14 +187,15 @@ def qgis_section(tmp: Path, ckpt: Path, side: int) -> dict[str, Any]:
     return out
 
 
-def limit_section(ckpt: Path, predict: dict[str, Any], device: torch.device, reps: int) -> dict[str, Any]:
+def limit_section(ckpt: Path, predict: dict[str, Any], device: torch.device, reps: int,
+                  layout_tile: int = 512) -> dict[str, Any]:
     """FLOPs per tile (plain and fast), measured matmul peaks, and how much of the peak prediction reaches.
 
     Also what the memory layout alone gives: the naive baseline's forward pass on one
-    tile in NCHW and in channels-last.
+    ``layout_tile`` px tile in NCHW and in channels-last.
     """
     model, _ = w.naive_model(ckpt, device)
-    layouts = w.interleaved(w.forward_passes(model), min(reps, 3))
+    layouts = w.interleaved(w.forward_passes(model, layout_tile), min(reps, 3))
     model = model.cpu()
     flops = w.flops_per_tile(model)
     flops_fast = w.flops_per_tile(output_stride_16(model))
@@ -202,6 +206,9 @@ def limit_section(ckpt: Path, predict: dict[str, Any], device: torch.device, rep
     if cpu_has_native_bf16() or device.type != "cpu":
         peaks["bf16"] = w.matmul_peak(torch.bfloat16, reps=reps)
     precision = precision.name
+    note = ""  # why the plugin's copy does less work than the plain model
+    if device.type == "cpu":
+        note = "(ASPP's taps skip padding; Winograd in float32) " if precision == "float32" else "(ASPP's taps skip padding) "
     # The best of the repetitions: the least disturbed by other work on a shared machine.
     peak_used = peaks["bf16" if precision == "bfloat16" and "bf16" in peaks else "fp32"]["best"]
     achieved = flops_done / predict["plugin"]["s_per_tile"] / 1e9
@@ -209,7 +216,9 @@ def limit_section(ckpt: Path, predict: dict[str, Any], device: torch.device, rep
         "gflop_per_tile": flops / 1e9,
         "gflop_per_tile_fast": flops_fast / 1e9,
         "plugin_gflop_per_tile": flops_done / 1e9,
+        "plugin_work_note": note,
         "naive_forward_s": {k: v["median"] for k, v in layouts.items()},
+        "layout_tile_px": layout_tile,
         "peak_gflops": peaks,
         "plugin_precision": precision,
         "plugin_gflops": achieved,
@@ -270,13 +279,14 @@ def table(r: dict[str, Any]) -> str:
     peaks = ", ".join(f"{k} {v['best']:.0f} (median {v['median']:.0f}) GFLOP/s" for k, v in lim["peak_gflops"].items())
     lines.append(f"\nLimit: {lim['gflop_per_tile']:.0f} GFLOP per 512 tile (fast mode {lim['gflop_per_tile_fast']:.0f}); "
                  f"matmul peak {peaks}; the plugin's copy does {lim.get('plugin_gflop_per_tile', 0):.0f} GFLOP per tile "
-                 f"(Winograd in float32, ASPP taps skip padding) at {lim['plugin_gflops']:.0f} GFLOP/s = "
+                 f"{lim.get('plugin_work_note', '')}at {lim['plugin_gflops']:.0f} GFLOP/s = "
                  f"{lim['plugin_fraction_of_peak'] * 100:.0f}% of the {lim['plugin_precision']} peak (naive: "
                  f"{lim['naive_gflops']:.0f} GFLOP/s, {lim['naive_fraction_of_fp32_peak'] * 100:.0f}% of fp32 peak); "
                  f"overlap makes the plugin run {p['plugin']['tiles']}/{p['naive']['tiles']} tiles.")
     if "naive_forward_s" in lim:
         f = lim["naive_forward_s"]
-        lines.append(f"Layout alone: the naive model's forward pass on one tile takes {f['nchw']:.2f} s in NCHW (the "
+        lines.append(f"Layout alone: the naive model's forward pass on one {lim.get('layout_tile_px', 512)} px tile takes "
+                     f"{f['nchw']:.2f} s in NCHW (the "
                      f"baseline), {f['channels_last']:.2f} s channels-last ({f['nchw'] / f['channels_last']:.2f}x).")
     lines.append(f"\nTargets ({r['target_kind']}):")
     if r["mode"] == "quick":
@@ -352,7 +362,7 @@ def main() -> int:
             ("memory", lambda: rss_section(tmp, ckpt, s["rss"], s["rss_tile"], s["rss_parallel"])),
             ("train", lambda: train_section(tmp, s)),
             ("qgis", lambda: qgis_section(tmp, ckpt, s["qgis"])),
-            ("limit", lambda: limit_section(ckpt, results["predict"], device, s["peak_reps"])),
+            ("limit", lambda: limit_section(ckpt, results["predict"], device, s["peak_reps"], s["layout_tile"])),
         )
         for name, fn in sections:
             t0 = time.perf_counter()

@@ -121,9 +121,9 @@ class TapConv2d(nn.Module):
 
     @staticmethod
     def fits(module: nn.Module) -> bool:
-        """Whether ``module`` is a convolution this class computes exactly."""
+        """Whether ``module`` is a plain convolution (not a subclass with its own forward) this class computes."""
         return (
-            isinstance(module, nn.Conv2d)
+            type(module) is nn.Conv2d
             and module.kernel_size == (3, 3)
             and module.stride == (1, 1)
             and module.groups == 1

@@ -53,3 +53,27 @@ def test_use_winograd_swaps_the_fitting_convolutions_of_a_model_in_place():
     assert isinstance(net[0], torch.nn.Conv2d)
     assert isinstance(net[2], WinogradConv2d) and isinstance(net[3][0], WinogradConv2d)
     assert torch.allclose(got, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("channels,dilation", [(128, 2), (256, 4)])
+def test_winograd_error_at_the_widths_it_runs_at_stays_near_1e_5(channels, dilation):
+    torch.manual_seed(4)
+    conv = torch.nn.Conv2d(channels, 64, 3, padding=dilation, dilation=dilation).eval()
+    x = torch.randn(1, channels, 23, 20).contiguous(memory_format=torch.channels_last)
+    assert WinogradConv2d.fits(conv)
+    with torch.no_grad():
+        reference = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double(),
+                                               padding=dilation, dilation=dilation)
+        got = WinogradConv2d(conv)(x)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got.double() - reference).abs().max() <= 1e-4 * reference.abs().max()
+
+
+def test_subclasses_and_other_dtypes_are_left_alone():
+    class Standardised(torch.nn.Conv2d):  # computes something else from its weights
+        def forward(self, x):
+            w = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+            return self._conv_forward(x, w, self.bias)
+
+    assert not WinogradConv2d.fits(Standardised(MIN_CHANNELS, 8, 3, padding=1))
+    assert not WinogradConv2d.fits(torch.nn.Conv2d(MIN_CHANNELS, 8, 3, padding=1).double())
