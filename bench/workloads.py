@@ -157,15 +157,20 @@ def read_codes(path: Path) -> np.ndarray:
         return src.read(1)
 
 
-def flops_per_tile(model: torch.nn.Module, tile: int = 512) -> float:
-    """FLOPs of one forward pass on a tile (counted on a quarter-size input and scaled: convolutions scale with area)."""
+def _flops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of ``model(x)``, as torch's flop counter counts them."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    side = tile // 2
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, side, side))
-    return float(counter.get_total_flops()) * (tile / side) ** 2
+        model(x)
+    return float(counter.get_total_flops())
+
+
+def flops_per_tile(model: torch.nn.Module, tile: int = 512) -> float:
+    """FLOPs of one forward pass on a tile (counted on a quarter-size input and scaled: convolutions scale with area)."""
+    side = tile // 2
+    return _flops(model, torch.zeros(1, 3, side, side)) * (tile / side) ** 2
 
 
 def prepared_flops_per_tile(model: torch.nn.Module, precision: Any, tile: int = 512) -> float:
@@ -173,16 +178,10 @@ def prepared_flops_per_tile(model: torch.nn.Module, precision: Any, tile: int = 
 
     Counted on a full tile: the padding ASPP's taps skip does not scale with area.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     from scl_deeplab.model_core.inference import prepare
 
     prep = prepare(model, precision)
-    x = torch.zeros(1, 3, tile, tile, dtype=prep.input_dtype).contiguous(memory_format=torch.channels_last)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        prep.model(x)
-    return float(counter.get_total_flops())
+    return _flops(prep.model, torch.zeros(1, 3, tile, tile, dtype=prep.input_dtype).contiguous(memory_format=torch.channels_last))
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> dict[str, float]:

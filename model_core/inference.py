@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .device import Precision
 from .fast import aspp_block, output_stride_16
-from .winograd import use_winograd
+from .winograd import WinogradConv2d, same_size_3x3
 
 # torchvision's ResNet blocks name their pairs conv1/bn1, conv2/bn2, conv3/bn3.
 _NAMED_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
@@ -121,16 +122,8 @@ class TapConv2d(nn.Module):
 
     @staticmethod
     def fits(module: nn.Module) -> bool:
-        """Whether ``module`` is a plain convolution (not a subclass with its own forward) this class computes."""
-        return (
-            type(module) is nn.Conv2d
-            and module.kernel_size == (3, 3)
-            and module.stride == (1, 1)
-            and module.groups == 1
-            and module.padding == module.dilation
-            and module.dilation[0] > 1
-            and module.padding_mode == "zeros"
-        )
+        """Whether ``module`` is a dilated ``same_size_3x3`` convolution, which this class computes."""
+        return same_size_3x3(module) and module.dilation[0] > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -144,16 +137,14 @@ class TapConv2d(nn.Module):
         return out.to(x.dtype)
 
 
-def _aspp_as_taps(model: nn.Module) -> int:
-    """Swap the dilated 3x3 convolutions of DeepLab's ASPP for ``TapConv2d``; returns how many."""
-    aspp = aspp_block(model)
+def swap_modules(root: nn.Module, fits: Callable[[nn.Module], bool], make: Callable[[nn.Module], nn.Module]) -> int:
+    """Replace, in place, every module below ``root`` for which ``fits`` holds by ``make(module)``; returns how many."""
     count = 0
-    for module in [] if aspp is None else list(aspp.modules()):
-        if isinstance(module, nn.Sequential):
-            for i, child in enumerate(module):
-                if TapConv2d.fits(child):
-                    module[i] = TapConv2d(child)
-                    count += 1
+    for module in list(root.modules()):
+        for name, child in list(module.named_children()):
+            if fits(child):
+                setattr(module, name, make(child))
+                count += 1
     return count
 
 
@@ -183,7 +174,9 @@ def prepare(model: nn.Module, precision: Precision, *, fast: bool = False) -> Pr
     prepared, count = fold_batchnorm(source)
     device = next(iter(model.parameters()), torch.empty(0)).device
     if device.type == "cpu":  # measured on CPUs only; GPUs have fast dilated kernels of their own
-        _aspp_as_taps(prepared)
+        aspp = aspp_block(prepared)
+        if aspp is not None:  # its dilated convolutions as 1x1 taps
+            swap_modules(aspp, TapConv2d.fits, TapConv2d)
     prepared.to(memory_format=torch.channels_last)
     dtype = precision.autocast_dtype
     if dtype is torch.bfloat16 and getattr(prepared, "classifier", None) is not None:
@@ -191,7 +184,7 @@ def prepare(model: nn.Module, precision: Precision, *, fast: bool = False) -> Pr
         _float32_logits(prepared)
         return PreparedModel(prepared.to(device), torch.bfloat16, None, count)
     if dtype is None and device.type == "cpu":
-        use_winograd(prepared)
+        swap_modules(prepared, WinogradConv2d.fits, WinogradConv2d)
     return PreparedModel(prepared.to(device), torch.float32, dtype, count)  # type: ignore[arg-type]
 
 

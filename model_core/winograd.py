@@ -101,6 +101,22 @@ def conv3x3(x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None, di
     return out[:, :h, :w].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # no-op unless cropped
 
 
+def same_size_3x3(module: nn.Module) -> bool:
+    """Whether ``module`` is a plain ``nn.Conv2d`` (no subclass) 3x3, stride 1, one group, zero padding = dilation.
+
+    Such a convolution keeps the input's size; this module and ``inference.TapConv2d``
+    compute exactly these (subclasses may compute something else from their weights).
+    """
+    return (
+        type(module) is nn.Conv2d
+        and module.kernel_size == (3, 3)
+        and module.stride == (1, 1)
+        and module.groups == 1
+        and module.padding == module.dilation
+        and module.padding_mode == "zeros"
+    )
+
+
 class WinogradConv2d(nn.Module):
     """A float32 3x3 convolution (stride 1, zero padding = dilation) computed by ``conv3x3``."""
 
@@ -113,19 +129,11 @@ class WinogradConv2d(nn.Module):
 
     @staticmethod
     def fits(module: nn.Module, min_channels: int = MIN_CHANNELS) -> bool:
-        """Whether ``module`` is a plain float32 convolution this class computes, with enough channels to gain.
-
-        Subclasses of ``nn.Conv2d`` may compute something else from their weights and are left alone.
-        """
+        """Whether ``module`` is a float32 ``same_size_3x3`` convolution, equally dilated, with enough channels to gain."""
         return (
-            type(module) is nn.Conv2d
+            same_size_3x3(module)
             and module.weight.dtype == torch.float32
-            and module.kernel_size == (3, 3)
-            and module.stride == (1, 1)
-            and module.groups == 1
             and module.dilation[0] == module.dilation[1]
-            and module.padding == module.dilation
-            and module.padding_mode == "zeros"
             and module.in_channels >= min_channels
         )
 
@@ -135,13 +143,3 @@ class WinogradConv2d(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, dilation={self.dilation}"
 
-
-def use_winograd(model: nn.Module, min_channels: int = MIN_CHANNELS) -> int:
-    """Swap, in place, every 3x3 convolution of ``model`` that ``WinogradConv2d.fits``; returns how many."""
-    count = 0
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if WinogradConv2d.fits(child, min_channels):
-                setattr(module, name, WinogradConv2d(child))
-                count += 1
-    return count

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scl_deeplab.model_core.winograd import MIN_CHANNELS, WinogradConv2d, use_winograd
+from scl_deeplab.model_core.inference import swap_modules
+from scl_deeplab.model_core.winograd import MIN_CHANNELS, WinogradConv2d
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_only_stride_1_dense_3x3_convolutions_with_enough_channels_fit():
     assert not WinogradConv2d.fits(torch.nn.Conv2d(wide, 8, 3, padding=1, padding_mode="reflect"))
 
 
-def test_use_winograd_swaps_the_fitting_convolutions_of_a_model_in_place():
+def test_swapping_in_winograd_replaces_the_fitting_convolutions_of_a_model_in_place():
     torch.manual_seed(3)
     net = torch.nn.Sequential(
         torch.nn.Conv2d(3, 16, 3, padding=1),  # too few input channels: stays
@@ -48,7 +49,7 @@ def test_use_winograd_swaps_the_fitting_convolutions_of_a_model_in_place():
     x = torch.randn(1, 3, 20, 20)
     with torch.no_grad():
         expected = net(x)
-        assert use_winograd(net, min_channels=16) == 2
+        assert swap_modules(net, lambda m: WinogradConv2d.fits(m, min_channels=16), WinogradConv2d) == 2
         got = net(x)
     assert isinstance(net[0], torch.nn.Conv2d)
     assert isinstance(net[2], WinogradConv2d) and isinstance(net[3][0], WinogradConv2d)
