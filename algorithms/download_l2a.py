@@ -18,7 +18,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QDate, QUrl
 from qgis.PyQt.QtNetwork import QNetworkRequest
 
-from ..model_core.stac import (
+from ..model_core.data.stac import (
     CDSE_STAC_URL,
     DEFAULT_COLLECTION,
     EARTH_SEARCH_URL,

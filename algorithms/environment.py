@@ -67,7 +67,7 @@ class Environment(SclAlgorithm):
             feedback.pushInfo(self.tr("Worker Python: {python}").format(python=worker_python()))
         report, error = {}, ""
         if runtime == "in-process" and not torch_in_process():
-            from ..model_core.runtime_report import runtime_report
+            from ..model_core.cli.environment import runtime_report
 
             report, error = runtime_report(), no_runtime_message()
         else:
@@ -75,7 +75,7 @@ class Environment(SclAlgorithm):
                 report = run_task("environment", {}, feedback)
             except QgsProcessingException as exc:  # the report is the answer, so it never fails
                 error = str(exc)
-        from ..model_core.runtime_report import report_lines
+        from ..model_core.cli.environment import report_lines
 
         if report:
             for line in report_lines(report):

@@ -13,7 +13,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..model_core.evaluate import EvaluationOutputs, evaluate_to_files
+from ..model_core.evaluation.evaluate import EvaluationOutputs, evaluate_to_files
 from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, style_output
 
 

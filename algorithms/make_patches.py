@@ -15,9 +15,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..model_core.data.patches import PATCH_MULTIPLE, PatchConfig, make_patches, parse_bands
+from ..model_core.data.windows import largest_patch
 from ..model_core.errors import InputError
-from ..model_core.patches import PATCH_MULTIPLE, PatchConfig, make_patches, parse_bands
-from ..model_core.windows import largest_patch
 from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
 
 

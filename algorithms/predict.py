@@ -15,9 +15,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..model_core.data.patches import parse_bands
 from ..model_core.errors import InputError
-from ..model_core.patches import parse_bands
-from ..model_core.tiling import TILE_MULTIPLE, TilingConfig
+from ..model_core.prediction.tiling import TILE_MULTIPLE, TilingConfig
 from .base import RESOURCES, SclAlgorithm, core_errors_as_processing_exceptions, style_output
 from .worker import predict_in_runtime
 

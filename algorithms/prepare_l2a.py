@@ -12,7 +12,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..model_core.safe import PrepareConfig, prepare_l2a
+from ..model_core.data.safe import PrepareConfig, prepare_l2a
 from .base import RESOURCES, FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, style_output
 
 SOURCES = ("TCI", "BANDS")

@@ -7,7 +7,7 @@ from pathlib import Path
 from qgis.core import QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination
 
 from ..model_core import scl
-from ..model_core.synthetic import make_sample_scene
+from ..model_core.data.synthetic import make_sample_scene
 from .base import RESOURCES, FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, style_output
 
 

@@ -103,7 +103,7 @@ def run_task(task: str, args: dict[str, Any], feedback: QgsProcessingFeedback | 
     if not torch_in_process():
         raise QgsProcessingException(no_runtime_message())
     feedback.pushDebugInfo(f"SCL DeepLab runtime: in-process ({why}).")
-    from ..model_core.job import TASKS
+    from ..model_core.cli.job import TASKS
 
     return TASKS[task](args, FeedbackProgress(feedback))
 
@@ -214,7 +214,7 @@ def run_in_worker(task: str, args: dict[str, Any], feedback: QgsProcessingFeedba
 
 def _run_child(task: str, args: dict[str, Any], feedback: QgsProcessingFeedback, python: str, processes: int,
                job_file: Path | None, keep_pythonpath: bool) -> dict[str, Any]:
-    from ..model_core.job import job_description
+    from ..model_core.cli.job import job_description
 
     if not python:
         raise QgsProcessingException(

@@ -4,7 +4,7 @@ Speed does not depend on the weights, but agreement between two ways of running
 a model does: a model whose classes are near-ties flips pixels at any rounding.
 Pretrained weights are not available here, so the bench model is the plugin's
 DeepLabv3 with a random backbone whose classifier head was trained for a few
-epochs with the plugin's own training code (``model_core.train``, stage "head",
+epochs with the plugin's own training code (``model_core.training.train``, stage "head",
 as ``make demo`` starts) on patches of a synthetic scene. Its classes are far
 from certain (a frozen random backbone carries little information), but they are
 a trained head's, not the near-ties of a wholly random one. The result is cached
@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 import train_bench
-from scl_deeplab.model_core import checkpoint
-from scl_deeplab.model_core.train import TrainConfig, train
+from scl_deeplab.model_core.net import checkpoint
+from scl_deeplab.model_core.training.train import TrainConfig, train
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 SETTINGS: dict[str, Any] = {

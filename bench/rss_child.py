@@ -4,8 +4,8 @@ import json
 import resource
 import sys
 
-from scl_deeplab.model_core.predict import PredictConfig, predict_scene_from_checkpoint
-from scl_deeplab.model_core.tiling import TilingConfig
+from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
+from scl_deeplab.model_core.prediction.tiling import TilingConfig
 
 image, model, out, tile, overlap = sys.argv[1:6]
 config = PredictConfig(tiling=TilingConfig(int(tile), int(overlap)))

@@ -28,16 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import bench_model
+import torch
 import train_bench
 import workloads as w
 from scl_deeplab.model_core import scl
-from scl_deeplab.model_core.device import cpu_has_native_bf16, cpu_model, pick_device, pick_precision
-from scl_deeplab.model_core.fast import output_stride_16
-from scl_deeplab.model_core.predict import PredictConfig, predict_scene_from_checkpoint
-from scl_deeplab.model_core.tiling import TilingConfig
+from scl_deeplab.model_core.net.device import cpu_has_native_bf16, cpu_model, pick_device, pick_precision
+from scl_deeplab.model_core.net.fast import output_stride_16
+from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
+from scl_deeplab.model_core.prediction.tiling import TilingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -236,7 +235,7 @@ def table(r: dict[str, Any]) -> str:
     lines.append(f"Load at start (1-min avg): {r['load_before']:.2f} on {os.cpu_count()} cores - shared machine, noisy.")
     mo = r["model"]
     made = (f"{mo['path']} (--model)" if mo.get("path") else
-            f"random backbone, classifier head trained {mo['settings']['epochs']} epochs by model_core.train "
+            f"random backbone, classifier head trained {mo['settings']['epochs']} epochs by model_core.training.train "
             f"({'cached in bench/.cache' if mo['cached'] else 'trained now, cached for later runs'})")
     acc = mo.get("val_pixel_accuracy")
     lines.append(f"Model: {made}; validation pixel accuracy {acc if acc is None else f'{acc:.2f}'}.")

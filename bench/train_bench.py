@@ -13,17 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
-from scl_deeplab.model_core import model as model_lib
 from scl_deeplab.model_core import scl
-from scl_deeplab.model_core.dataset import check_patches, load_manifest
-from scl_deeplab.model_core.device import pick_device, pick_precision
-from scl_deeplab.model_core.loop import Loop
-from scl_deeplab.model_core.patches import PatchConfig, make_patches
+from scl_deeplab.model_core.data.patches import PatchConfig, make_patches
+from scl_deeplab.model_core.net import model as model_lib
+from scl_deeplab.model_core.net.device import pick_device, pick_precision
 from scl_deeplab.model_core.progress import SILENT
-from scl_deeplab.model_core.train import TrainConfig
-
+from scl_deeplab.model_core.training.dataset import check_patches, load_manifest
+from scl_deeplab.model_core.training.loop import Loop
+from scl_deeplab.model_core.training.train import TrainConfig
+from torch import nn
 from workloads import META, scene
 
 

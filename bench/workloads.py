@@ -19,12 +19,12 @@ import numpy as np
 import rasterio
 import torch
 from rasterio.windows import Window
-
-from scl_deeplab.model_core import checkpoint, scl
-from scl_deeplab.model_core.radiometry import to_unit
-from scl_deeplab.model_core.synthetic import make_sample_scene
-from scl_deeplab.model_core.tiling import plan_tiles
-from scl_deeplab.model_core.weights import IMAGENET_MEAN, IMAGENET_STD
+from scl_deeplab.model_core import scl
+from scl_deeplab.model_core.data.radiometry import to_unit
+from scl_deeplab.model_core.data.synthetic import make_sample_scene
+from scl_deeplab.model_core.net import checkpoint
+from scl_deeplab.model_core.net.weights import IMAGENET_MEAN, IMAGENET_STD
+from scl_deeplab.model_core.prediction.tiling import plan_tiles
 
 META = {
     "input": {
@@ -178,7 +178,7 @@ def prepared_flops_per_tile(model: torch.nn.Module, precision: Any, tile: int = 
 
     Counted on a full tile: the padding ASPP's taps skip does not scale with area.
     """
-    from scl_deeplab.model_core.inference import prepare
+    from scl_deeplab.model_core.net.inference import prepare
 
     prep = prepare(model, precision)
     return _flops(prep.model, torch.zeros(1, 3, tile, tile, dtype=prep.input_dtype).contiguous(memory_format=torch.channels_last))

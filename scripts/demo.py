@@ -116,7 +116,7 @@ def second_stage() -> str:
     A frozen random backbone carries little information, so without COCO or ImageNet
     weights the second stage trains everything to get a usable model.
     """
-    from scl_deeplab.model_core import weights
+    from scl_deeplab.model_core.net import weights
 
     names = weights.coco_file_names() + weights.imagenet_file_names()
     if any((weights.hub_checkpoints() / name).exists() for name in names):

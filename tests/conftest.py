@@ -20,7 +20,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 def provider(qgis_app, qgis_processing):
     """The SCL DeepLab provider, registered once for every algorithm test."""
     from qgis.core import QgsApplication
-
     from scl_deeplab.provider.provider import SclDeepLabProvider
 
     registry = QgsApplication.processingRegistry()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scl_deeplab.model_core.weights import IMAGENET_MEAN, IMAGENET_STD
+from scl_deeplab.model_core.net.weights import IMAGENET_MEAN, IMAGENET_STD
 
 # What a checkpoint records about its input: uint8 true colour with ImageNet's normalisation.
 META = {
@@ -17,9 +17,8 @@ META = {
 def write_random_deeplab(path: Path, seed: int = 0) -> Path:
     """Save DeepLabv3-ResNet50 initialised with ``seed`` as a checkpoint at ``path``."""
     import torch
-
-    from scl_deeplab.model_core.checkpoint import save_checkpoint
-    from scl_deeplab.model_core.model import build_model
+    from scl_deeplab.model_core.net.checkpoint import save_checkpoint
+    from scl_deeplab.model_core.net.model import build_model
 
     torch.manual_seed(seed)
     save_checkpoint(path, build_model().state_dict(), META)
@@ -53,7 +52,6 @@ def fit_last_layer(net: "torch.nn.Module", features: "torch.Tensor", target: "to
     classes mean something, without training.
     """
     import torch
-
     from scl_deeplab.model_core import scl
 
     f = torch.cat([features.double(), torch.ones(len(features), 1, dtype=torch.float64)], 1)

@@ -6,9 +6,8 @@ import configparser
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication
-
 import scl_deeplab
+from qgis.core import QgsApplication
 from scl_deeplab.provider.provider import SclDeepLabProvider
 
 ROOT = Path(__file__).resolve().parent.parent

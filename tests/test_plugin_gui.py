@@ -13,9 +13,8 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication, QEvent, QTimer
 from qgis.PyQt.QtWidgets import QApplication, QDockWidget, QMenu, QToolButton
 from rasterio.transform import from_origin
-
 from scl_deeplab.algorithms.base import torch_install_hint
-from scl_deeplab.model_core.rasters import write_scl
+from scl_deeplab.model_core.data.rasters import write_scl
 from scl_deeplab.plugin.plugin import SclDeepLabPlugin
 
 # Row 3 of the reference is no data, so only rows 1-2 count. Of those 8 pixels one vegetation (4)

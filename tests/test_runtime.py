@@ -20,11 +20,10 @@ import rasterio
 import torch
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from rasterio.transform import from_origin
-
-from scl_deeplab.model_core import checkpoint
-from scl_deeplab.model_core.device import cpu_has_native_bf16
-from scl_deeplab.tests.recording import RecordingFeedback
+from scl_deeplab.model_core.net import checkpoint
+from scl_deeplab.model_core.net.device import cpu_has_native_bf16
 from scl_deeplab.tests.models import write_random_deeplab
+from scl_deeplab.tests.recording import RecordingFeedback
 from scl_deeplab.tests.sample_patches import sample_patches
 
 REPO = Path(__file__).resolve().parent.parent
@@ -261,7 +260,6 @@ def test_cancel_mid_training_leaves_no_checkpoint(provider, small_patches, tmp_p
 def test_settings_are_in_processing_options_and_env_overrides_them(provider, monkeypatch):
     from processing.core.ProcessingConfig import ProcessingConfig
     from qgis.core import QgsSettings
-
     from scl_deeplab.algorithms import worker as runtime
 
     setting = ProcessingConfig.settings["SCL_DEEPLAB_RUNTIME"]

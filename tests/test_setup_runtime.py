@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from scl_deeplab.model_core import setup_runtime as sr
+from scl_deeplab.model_core.cli import setup_runtime as sr
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"

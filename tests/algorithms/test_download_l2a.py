@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.warp import transform_bounds
-
 from scl_deeplab.model_core import scl
 from scl_deeplab.tests.l2a_builders import ORIGIN, make_item, serve_stac
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from scl_deeplab.model_core import checkpoint
-from scl_deeplab.model_core.patches import PatchConfig, make_patches
-from scl_deeplab.model_core.synthetic import make_sample_scene
-from scl_deeplab.model_core.train import TrainConfig, train
+from scl_deeplab.model_core.data.patches import PatchConfig, make_patches
+from scl_deeplab.model_core.data.synthetic import make_sample_scene
+from scl_deeplab.model_core.net import checkpoint
+from scl_deeplab.model_core.training.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import pytest
 import rasterio
 from qgis.core import QgsProcessingException
 from rasterio.transform import from_origin
-
-from scl_deeplab.model_core.synthetic import ORIGIN, make_sample_scene
+from scl_deeplab.model_core.data.synthetic import ORIGIN, make_sample_scene
 
 
 @pytest.fixture(scope="module")

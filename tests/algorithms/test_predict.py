@@ -9,8 +9,9 @@ import pytest
 import rasterio
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
 from rasterio.transform import from_origin
-
-from scl_deeplab.model_core import checkpoint, predict, scl
+from scl_deeplab.model_core import scl
+from scl_deeplab.model_core.net import checkpoint
+from scl_deeplab.model_core.prediction import predict
 from scl_deeplab.tests.models import write_random_deeplab
 
 CRS = "EPSG:32633"

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-
 from scl_deeplab.model_core import scl
 from scl_deeplab.tests.l2a_builders import ORIGIN, expected_tci, make_safe, zip_safe
 

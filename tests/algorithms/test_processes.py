@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsProcessingException
-
-from scl_deeplab.model_core import checkpoint
+from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.tests.recording import RecordingFeedback
 from scl_deeplab.tests.sample_patches import sample_patches
 

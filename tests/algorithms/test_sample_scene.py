@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-
 from scl_deeplab.model_core import scl
 
 

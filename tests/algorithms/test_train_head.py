@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from scl_deeplab.model_core import checkpoint
+from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.tests.sample_patches import sample_patches
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from scl_deeplab.model_core.atomic import atomic_file, atomic_folder
 from scl_deeplab.model_core.errors import OutputError
 

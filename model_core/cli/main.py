@@ -1,0 +1,255 @@
+"""The model_core command line, for machines without QGIS (a GPU box, a batch job).
+
+``python -m scl_deeplab.model_core <subcommand> --help``. Options mirror the
+Processing parameters, lower-case with dashes, and call the same functions.
+Log lines go to stderr; a JSON summary of the outputs goes to stdout.
+
+A subcommand is one function that adds its parser to the subparsers and sets
+``func`` (taking the parsed arguments, returning an exit code); list it in
+``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import Canceled, SclDeepLabError
+from .output import emit
+from .runtime_commands import add_environment, add_job
+from .setup_runtime import add_setup_runtime
+
+log = logging.getLogger("scl_deeplab")
+
+Registration = Callable[[Any], None]  # takes argparse's subparsers object
+
+
+def add_train(subparsers: Any) -> None:
+    """The ``train`` subcommand: one stage of training on a patches manifest."""
+    p = subparsers.add_parser(
+        "train",
+        help="train DeepLabv3 on patches (one stage)",
+        description="Train DeepLabv3-ResNet50 on a patches manifest. Writes the best epoch to --output and the "
+        "latest beside it (model.pt -> model.last.pt), plus learning curves (PNG, CSV, JSON). Runs unchanged under "
+        "torchrun (e.g. torchrun --nproc-per-node 4 -m scl_deeplab.model_core train ...): data-parallel, "
+        "--batch-size patches per process, rank 0 writing.",
+    )
+    p.add_argument("--patches", required=True, type=Path, help="patches manifest (index.json) or its folder")
+    p.add_argument("--stage", choices=("head", "layer4", "full"), default="head", help="what trains (default head)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=8, help="patches per batch and process (default 8)")
+    p.add_argument("--learning-rate", type=float, default=None, help="default 1e-3 for head, 1e-4 otherwise")
+    p.add_argument("--backbone-lr-factor", type=float, default=1.0, help="backbone rate = learning rate x this")
+    p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
+    p.add_argument("--aux", action="store_true", help="train with the auxiliary head and its loss")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--pretrained", choices=("auto", "coco", "imagenet", "none"), default="auto")
+    start.add_argument("--weights-file", type=Path, help="a torchvision state dict or a checkpoint to start from")
+    start.add_argument("--resume", type=Path, metavar="CKPT", help="continue from a checkpoint and its history")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=("auto", "float32"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--output", required=True, type=Path, metavar="CKPT", help="best checkpoint (.pt)")
+    p.add_argument("--curves", type=Path, metavar="PNG", help="learning curves (default: beside --output)")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``train`` from parsed arguments."""
+    from ..progress import PrintProgress
+    from ..training.curves import write_curves
+    from ..training.distributed import Ranks
+    from ..training.train import DEFAULT_LEARNING_RATE, TrainConfig, train
+
+    config = TrainConfig(
+        stage=args.stage,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate or DEFAULT_LEARNING_RATE[args.stage],
+        backbone_lr_factor=args.backbone_lr_factor,
+        class_weights=args.class_weights,
+        aux=args.aux,
+        pretrained=args.pretrained,
+        weights_file=str(args.weights_file) if args.weights_file else None,
+        device=args.device,
+        precision=args.precision,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    result = train(args.patches, config, args.output, resume=args.resume, progress=PrintProgress())
+    if not Ranks.from_env().is_main:
+        return 0  # under torchrun rank 0 writes the curves and the summary
+    curves = args.curves or args.output.with_name(f"{args.output.stem}_curves.png")
+    written = write_curves(result.history, curves)
+    emit(
+        {
+            "output": result.best_path,
+            "last": result.last_path,
+            "best_epoch": result.best_epoch,
+            "pixel_accuracy": result.pixel_accuracy,
+            "miou": result.mean_iou,
+            "curves": written["png"],
+            "history_csv": written["csv"],
+        }
+    )
+    return 0
+
+
+def add_predict(subparsers: Any) -> None:
+    """The ``predict`` subcommand: a whole scene's SCL from a checkpoint, tile by tile."""
+    p = subparsers.add_parser(
+        "predict",
+        help="predict the SCL of whole scenes with a checkpoint",
+        description="Predict SCL codes for one or more scenes (the model is loaded once). Writes a GeoTIFF of SCL "
+        "codes on the scene's grid with the SCL colours and a .qml style beside it.",
+    )
+    scenes = p.add_mutually_exclusive_group(required=True)
+    scenes.add_argument("--input", type=Path, nargs="+", help="true-colour scene(s), each with its --output")
+    scenes.add_argument("--scenes", type=Path, metavar="LIST", help="a text file of scene paths (one a line, "
+                        "# comments) or a folder of .tif/.tiff/.vrt/.jp2 scenes; under torchrun each rank takes "
+                        "its share; needs --output-folder")
+    p.add_argument("--model", required=True, type=Path, metavar="CKPT", help="checkpoint (.pt)")
+    p.add_argument("--bands", default="1,2,3", help="red, green, blue band numbers (default 1,2,3)")
+    p.add_argument("--tile-size", type=int, default=512, help="pixels, a multiple of 8 (default 512)")
+    p.add_argument("--overlap", type=int, default=64, help="pixels, less than half the tile size (default 64)")
+    p.add_argument("--batch-size", type=int, default=0, help="tiles per batch; 0 (default): 1 on a CPU, 4 on a GPU")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=("auto", "float32"), default="auto")
+    p.add_argument("--fast", action="store_true", help="backbone at output stride 16: 2-3x faster, smoother class edges")
+    p.add_argument("--extent", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
+                   help="only this part, in the scene's CRS")
+    p.add_argument("--output", type=Path, nargs="+", help="one GeoTIFF per --input")
+    p.add_argument("--confidence", type=Path, nargs="*", help="optional confidence GeoTIFF per --input; "
+                   "with --scenes a flag: <stem>_confidence.tif beside each output")
+    p.add_argument("--output-folder", type=Path, metavar="DIR", help="with --scenes: <stem>_scl.tif per scene, "
+                   "manifest.json of what each rank did")
+    p.add_argument("--overwrite", action="store_true", help="with --scenes: predict complete scenes again")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Run ``predict`` from parsed arguments."""
+    from ..data.patches import parse_bands
+    from ..errors import InputError
+    from ..prediction.predict import PredictConfig, predict_scene_from_checkpoint
+    from ..prediction.tiling import TilingConfig
+    from ..progress import PrintProgress
+
+    if args.scenes is None and (args.output_folder or args.overwrite):
+        raise InputError("--output-folder and --overwrite go with --scenes; with --input give one --output per scene.")
+    if args.scenes is not None and (args.output or args.confidence or not args.output_folder):
+        raise InputError("With --scenes give --output-folder (and --confidence without paths), not --output.")
+    confidence = args.confidence if args.confidence is not None else [None] * len(args.input or [])
+    if args.input is not None and not len(args.input) == len(args.output or []) == len(confidence):
+        raise InputError("Give one --output (and one --confidence, if any) per --input scene.")
+    config = PredictConfig(
+        tiling=TilingConfig(args.tile_size, args.overlap),
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+        bands=parse_bands(args.bands),
+        extent=tuple(args.extent) if args.extent else None,
+        fast=args.fast,
+    )
+    if args.scenes is not None:
+        return run_predict_scenes(args, config)
+    results = []
+    for scene, out, conf in zip(args.input, args.output, confidence):
+        r = predict_scene_from_checkpoint(scene, args.model, out, config, confidence_path=conf, progress=PrintProgress())
+        results.append({"input": scene, "output": r.output, "confidence": r.confidence, "tiles": r.tiles,
+                        "seconds": round(r.seconds, 2), "device": r.device})
+    emit({"predictions": results})
+    return 0
+
+
+def run_predict_scenes(args: argparse.Namespace, config: Any) -> int:
+    """``predict --scenes``: this rank's share of the scenes (see batch_predict); 1 when any scene failed."""
+    from ..prediction.batch_predict import predict_scenes
+
+    def report(result: Any) -> None:
+        emit({"manifest": result.manifest, "failed": result.failed, "predictions": result.entries})
+
+    result = predict_scenes(args.scenes, args.model, args.output_folder, config, confidence=args.confidence == [],
+                            overwrite=args.overwrite, report=report)
+    return 1 if result.failed else 0
+
+
+def add_evaluate(subparsers: Any) -> None:
+    """The ``evaluate`` subcommand: a prediction against the real SCL."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="compare a predicted SCL with the reference SCL",
+        description="Pixel accuracy, mean IoU, kappa and per-class scores of a prediction against a reference SCL "
+        "(brought onto the prediction's grid with nearest). Code 0 is ignored.",
+    )
+    p.add_argument("--prediction", required=True, type=Path)
+    p.add_argument("--reference", required=True, type=Path)
+    p.add_argument("--extent", type=float, nargs=4, metavar=("LEFT", "BOTTOM", "RIGHT", "TOP"),
+                   help="only this part, in the prediction's CRS")
+    p.add_argument("--image", type=Path, help="true colour for the result figure")
+    p.add_argument("--report", type=Path, help="HTML report")
+    p.add_argument("--matrix", type=Path, help="confusion matrix CSV")
+    p.add_argument("--matrix-png", type=Path, help="confusion matrix figure")
+    p.add_argument("--disagreement", type=Path, help="disagreement GeoTIFF")
+    p.add_argument("--figure", type=Path, help="input | reference | prediction PNG")
+    p.add_argument("--metrics", type=Path, help="the numbers as JSON")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``evaluate`` from parsed arguments."""
+    from ..evaluation.evaluate import EvaluationOutputs, evaluate_to_files
+    from ..progress import PrintProgress
+
+    outputs = EvaluationOutputs(report=args.report, matrix_csv=args.matrix, matrix_png=args.matrix_png,
+                                disagreement=args.disagreement, figure=args.figure, metrics_json=args.metrics)
+    result = evaluate_to_files(args.prediction, args.reference, outputs, image=args.image,
+                               extent=tuple(args.extent) if args.extent else None, progress=PrintProgress())
+    summary = result.to_dict()
+    summary.pop("confusion_matrix")
+    emit({**summary, **{k: v for k, v in vars(outputs).items() if v is not None}})
+    return 0
+
+
+# One line per subcommand.
+COMMANDS: list[Registration] = [
+    add_train,
+    add_predict,
+    add_evaluate,
+    add_environment,
+    add_job,
+    add_setup_runtime,
+]
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand."""
+    top = argparse.ArgumentParser(prog="python -m scl_deeplab.model_core", description=__doc__.split("\n\n")[0])
+    top.add_argument("-v", "--verbose", action="store_true", help="also log developer detail")
+    subparsers = top.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    for register in COMMANDS:
+        register(subparsers)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; exit code 0 on success, 1 on a reported error."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"
+    )
+    try:
+        return int(args.func(args))
+    except Canceled as exc:
+        log.error("%s", exc)
+        return 130
+    except KeyboardInterrupt:
+        log.error("Interrupted; checkpoints of complete epochs stay valid.")
+        return 130
+    except SclDeepLabError as exc:
+        log.error("Error: %s", exc)
+        return 1

@@ -1,0 +1,124 @@
+"""Patch window maths: where patches go and which ones train or validate.
+
+Pure functions over pixel windows, so tests can check them exhaustively.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Literal
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..errors import InputError
+
+Split = Literal["blocks", "random"]
+TRAIN, VAL, DROPPED = "train", "val", "dropped"
+MIN_BLOCKS = 10  # spatial blocks grow (up to 4 x 4 patches) only while at least this many remain
+
+
+def axis_offsets(length: int, size: int, stride: int) -> list[int]:
+    """Start offsets along one axis: every ``stride`` px, the last one moved inward to end at the edge."""
+    if size > length:
+        raise InputError(f"A patch of {size} px does not fit in {length} px.")
+    if stride <= 0:
+        raise InputError(f"The stride must be a positive number of pixels, not {stride}.")
+    offsets = list(range(0, length - size + 1, stride))
+    if offsets[-1] != length - size:
+        offsets.append(length - size)  # cover the edge without padding
+    return offsets
+
+
+def plan_windows(width: int, height: int, patch_size_px: int, stride_px: int) -> list[Window]:
+    """Square windows covering a ``width`` x ``height`` scene, row by row, all inside it."""
+    return [
+        Window(col, row, patch_size_px, patch_size_px)
+        for row in axis_offsets(height, patch_size_px, stride_px)
+        for col in axis_offsets(width, patch_size_px, stride_px)
+    ]
+
+
+def window_id(window: Window) -> str:
+    """A stable name from the window's offsets, e.g. ``r00000_c00512``."""
+    return f"r{int(window.row_off):05d}_c{int(window.col_off):05d}"
+
+
+def val_count(n: int, val_fraction: float) -> int:
+    """How many of ``n`` patches validate: at least one when asked for, never all."""
+    if n < 2 or val_fraction <= 0:
+        return 0
+    return min(n - 1, max(1, round(n * val_fraction)))
+
+
+def split_windows(
+    windows: list[Window], *, split: Split, val_fraction: float, seed: int, patch_size_px: int
+) -> list[str]:
+    """``"train"``, ``"val"`` or ``"dropped"`` for each window.
+
+    ``"random"`` shuffles single patches. ``"blocks"`` assigns whole squares of neighbouring
+    patches to validation, then drops training patches that overlap a validation patch, so no
+    pixel is seen on both sides (this only happens when the stride is smaller than the patch).
+    """
+    if split not in ("blocks", "random"):
+        raise InputError(f"Unknown split {split!r}; use 'blocks' or 'random'.")
+    rng = np.random.default_rng(seed)
+    target = val_count(len(windows), val_fraction)
+    labels = [TRAIN] * len(windows)
+    if target == 0:
+        return labels
+    if split == "random":
+        for i in rng.permutation(len(windows))[:target]:
+            labels[i] = VAL
+        return labels
+    blocks = _blocks(windows, patch_size_px)
+    chosen = 0
+    for key in rng.permutation(len(blocks)):
+        members = blocks[key]
+        # A block that would overshoot the target by more than half of it is skipped.
+        if chosen + len(members) - target > len(members) / 2 or chosen + len(members) >= len(windows):
+            continue
+        for i in members:
+            labels[i] = VAL
+        chosen += len(members)
+        if chosen >= target:
+            break
+    if chosen == 0:  # every block is too big: validate on the smallest one
+        for i in min(blocks, key=len):
+            labels[i] = VAL
+    labels = _drop_overlaps(windows, labels)
+    if TRAIN not in labels:  # too few patches to keep both sides apart: train on all of them
+        return [TRAIN] * len(windows)
+    return labels
+
+
+def _blocks(windows: list[Window], patch_size_px: int) -> list[list[int]]:
+    """Window indices grouped by square blocks of k x k patch sizes (largest k leaving enough blocks)."""
+    for k in (4, 3, 2, 1):
+        side = k * patch_size_px
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, w in enumerate(windows):
+            groups[(int(w.row_off) // side, int(w.col_off) // side)].append(i)
+        if len(groups) >= MIN_BLOCKS or k == 1:
+            return [groups[key] for key in sorted(groups)]
+    raise AssertionError("unreachable")
+
+
+def _drop_overlaps(windows: list[Window], labels: list[str]) -> list[str]:
+    boxes = np.array([[w.col_off, w.row_off, w.col_off + w.width, w.row_off + w.height] for w in windows], float)
+    val = np.array([lab == VAL for lab in labels])
+    vb = boxes[val]
+    out = list(labels)
+    for i in np.flatnonzero(~val):
+        b = boxes[i]
+        overlap_x = np.minimum(b[2], vb[:, 2]) > np.maximum(b[0], vb[:, 0])
+        overlap_y = np.minimum(b[3], vb[:, 3]) > np.maximum(b[1], vb[:, 1])
+        if (overlap_x & overlap_y).any():
+            out[i] = DROPPED
+    return out
+
+
+def largest_patch(width: int, height: int, multiple: int = 8) -> int:
+    """The largest patch size (a multiple of ``multiple``) that fits a ``width`` x ``height`` scene."""
+    return (min(width, height) // multiple) * multiple
+

@@ -1,0 +1,120 @@
+"""DeepLabv3-ResNet50 for the 11 learned SCL classes, and the stages as freeze policies.
+
+The network is torchvision's ``deeplabv3_resnet50`` with the last classifier
+layer (and the auxiliary classifier's, when used) sized for ``scl.NUM_CLASSES``;
+class index = SCL code - 1. Nothing here downloads: pretrained weights are
+loaded separately by ``weights.py``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.models.segmentation import DeepLabV3, deeplabv3_resnet50
+
+from .. import scl
+
+ARCHITECTURE = "deeplabv3_resnet50"
+Stage = Literal["head", "layer4", "full"]
+STAGES: tuple[str, ...] = ("head", "layer4", "full")
+
+# Parameter-name prefixes that train in each stage; everything else is frozen.
+_TRAINABLE: dict[str, tuple[str, ...]] = {
+    "head": ("classifier.", "aux_classifier."),
+    "layer4": ("classifier.", "aux_classifier.", "backbone.layer4."),
+    "full": ("",),
+}
+HEAD_PREFIXES = _TRAINABLE["head"]
+
+
+def build_model(*, aux: bool = False, initialise: bool = True) -> nn.Module:
+    """DeepLabv3-ResNet50 with 11 SCL outputs, randomly initialised; never downloads.
+
+    Args:
+        aux: also build the auxiliary FCN head on ``layer3`` (used only for its
+            extra loss while training; prediction ignores it).
+        initialise: False skips the random initialisation (about a second on a
+            CPU) and leaves the tensors on the "meta" device, for
+            ``load_state_dict(state, assign=True)`` with a complete state dict.
+    """
+    if initialise:
+        return deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
+    with torch.device("meta"):
+        return deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
+
+
+def is_trainable(name: str, stage: Stage) -> bool:
+    """Whether the parameter called ``name`` trains in ``stage``."""
+    if stage not in _TRAINABLE:
+        raise ValueError(f'Unknown stage "{stage}"; use one of {", ".join(STAGES)}.')
+    return name.startswith(_TRAINABLE[stage])
+
+
+def freeze_for(model: nn.Module, stage: Stage) -> None:
+    """Leave only the head (and for "layer4" the last ResNet stage; for "full" all) trainable.
+
+    Frozen parameters get ``requires_grad=False``. Frozen BatchNorm layers also go
+    to eval mode: in train mode their running statistics would keep drifting
+    although no weight changes. ``model.train()`` undoes that, so call
+    ``train_mode(model)`` instead, which re-applies it.
+    """
+    for name, param in model.named_parameters():
+        param.requires_grad_(is_trainable(name, stage))
+    if model.training:
+        train_mode(model)
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, then frozen BatchNorm layers back to eval (see ``freeze_for``)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
+def trainable_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The trainable parameters split into (head, backbone), for separate learning rates."""
+    head, backbone = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (head if name.startswith(HEAD_PREFIXES) else backbone).append(param)
+    return head, backbone
+
+
+def forward(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The model's forward pass, with the frozen leading part of the backbone run without autograd.
+
+    Same result as ``model(x)``; for DeepLabV3 the backbone layers before the first
+    trainable one run under ``torch.no_grad()``, so a head-only step costs about a
+    forward pass. Any other module (a test stand-in) is simply called.
+    """
+    if not isinstance(model, DeepLabV3):
+        return model(x)
+    size = x.shape[-2:]
+    backbone = model.backbone
+    features: OrderedDict[str, torch.Tensor] = OrderedDict()
+    grad = False
+    for name, module in backbone.items():
+        grad = grad or any(p.requires_grad for p in module.parameters())
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            x = module(x)
+        if name in backbone.return_layers:
+            features[backbone.return_layers[name]] = x
+    result: OrderedDict[str, torch.Tensor] = OrderedDict()
+    out = model.classifier(features["out"])
+    result["out"] = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    if model.aux_classifier is not None:
+        aux = model.aux_classifier(features["aux"])
+        result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
+    return result
+
+
+def has_aux(model: nn.Module) -> bool:
+    """Whether the model carries an auxiliary classifier."""
+    return getattr(model, "aux_classifier", None) is not None

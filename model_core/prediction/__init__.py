@@ -1,0 +1,1 @@
+"""Whole-scene prediction: tile planning and blending, one scene or many."""

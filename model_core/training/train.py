@@ -1,0 +1,341 @@
+"""Training DeepLabv3 on a patches manifest, one stage at a time.
+
+A stage is a freeze policy (``model.freeze_for``): "head" trains the classifier
+on a frozen backbone, "layer4" also the last ResNet stage, "full" everything.
+Each epoch ends with a validation pass and two atomic checkpoint writes: the
+latest epoch (``checkpoint.last_path(output)``) and, when validation mIoU
+improved, the best one (``output``). Resuming from a checkpoint continues its
+history: epoch numbers go on across stages.
+
+Under ``torchrun`` the same call trains on every rank (``distributed.py``):
+BATCH_SIZE patches per process, gradients averaged, BatchNorm statistics and
+validation metrics over all ranks, and only rank 0 writing checkpoints and
+logs. Checkpoints hold no trace of the process count, so a run can resume with
+more or fewer processes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import Canceled, CheckpointError, InputError, TrainingError
+from ..evaluation import metrics
+from ..net import checkpoint
+from ..net import model as model_lib
+from ..net.device import Precision, describe, pick_device, pick_precision
+from ..net.weights import WeightsSource, load_weights
+from ..net.weights import resolve as resolve_weights
+from ..progress import SILENT, Progress, SubProgress
+from . import distributed
+from .dataset import Manifest, check_patches, load_manifest
+from .loop import Loop, device_errors
+
+# Learning rates that suit each stage with AdamW: the head from scratch, pretrained layers gently.
+DEFAULT_LEARNING_RATE = {"head": 1e-3, "layer4": 1e-4, "full": 1e-4}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What one training run does. Defaults are the seed's head stage."""
+
+    stage: str = "head"
+    epochs: int = 10
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    backbone_lr_factor: float = 1.0  # backbone parameters train at learning_rate * this
+    weight_decay: float = 1e-4
+    class_weights: bool = False
+    aux: bool = False
+    aux_weight: float = 0.4
+    pretrained: str = "auto"
+    weights_file: str | None = None
+    device: str = "auto"
+    precision: str = "auto"  # or "float32"
+    seed: int = 0
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the checkpoints went and the best validation scores of this run."""
+
+    best_path: Path
+    last_path: Path
+    best_epoch: int
+    pixel_accuracy: float
+    mean_iou: float
+    history: list[dict[str, Any]] = field(repr=False)
+    meta: dict[str, Any] = field(repr=False)
+
+
+def _check_config(config: TrainConfig, resume: Path | None) -> None:
+    if config.stage not in model_lib.STAGES:
+        raise InputError(f'Unknown stage "{config.stage}"; use one of {", ".join(model_lib.STAGES)}.')
+    if config.epochs < 1:
+        raise InputError("EPOCHS must be at least 1.")
+    if config.batch_size < 2:
+        raise InputError("BATCH_SIZE must be at least 2: DeepLab's ASPP BatchNorm needs two patches per batch.")
+    if not config.learning_rate > 0:
+        raise InputError("LEARNING_RATE must be above 0.")
+    if resume is not None and config.weights_file:
+        raise InputError("Give either a checkpoint to resume from or WEIGHTS_FILE, not both.")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch, so runs with one seed repeat."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _start(
+    config: TrainConfig, resume: Path | None, start: tuple[str, Path | None], build: Callable[..., nn.Module]
+) -> tuple[nn.Module, dict[str, Any], WeightsSource | None]:
+    """The model with its starting weights, and the metadata carried over from ``resume``."""
+    if resume is None:
+        net = build(aux=config.aux)
+        return net, {}, load_weights(net, *start)
+    payload = checkpoint.load_checkpoint(resume)
+    state, meta = payload["state_dict"], payload["meta"]
+    if not {"mean", "std"} <= set(meta.get("input") or {}):
+        raise CheckpointError(f"{resume} does not record its input normalisation (meta['input']). Retrain.")
+    net = build(aux=config.aux or any(k.startswith("aux_classifier.") for k in state))
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("aux_classifier.")]:
+        raise CheckpointError(f"The weights in {resume} do not fit the model: {(unexpected or missing)[:3]}. Retrain.")
+    return net, meta, None
+
+
+class _Keeper:
+    """Writes the latest and the best checkpoint after each epoch, and says what is kept when a run stops."""
+
+    def __init__(self, output: Path, *, write: bool = True) -> None:
+        self.output, self.last, self.write = output, checkpoint.last_path(output), write
+        self.best: dict[str, Any] | None = None
+        self._best_state: dict[str, torch.Tensor] = {}
+
+    def epoch_done(self, net: nn.Module, meta: dict[str, Any], row: dict[str, Any]) -> bool:
+        """Save the epoch of ``row``; returns whether it is the best so far (by validation mIoU)."""
+        improved = self.best is None or row["mean_iou"] > self.best["mean_iou"]
+        if improved:
+            self.best = {"epoch": row["epoch"], "mean_iou": row["mean_iou"], "pixel_accuracy": row["pixel_accuracy"]}
+        if not self.write:  # rank 0 writes
+            return improved
+        if improved:
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+        checkpoint.save_checkpoint(self.last, net.state_dict(), {**meta, "epoch": row["epoch"], "best": self.best})
+        if improved:
+            checkpoint.save_checkpoint(self.output, self._best_state, self.best_meta(meta))
+        return improved
+
+    def best_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """``meta`` for the best weights."""
+        assert self.best is not None
+        return {**meta, "epoch": self.best["epoch"], "best": self.best}
+
+    def finish(self, meta: dict[str, Any]) -> None:
+        """Rewrite the best weights with the complete history, so resuming continues after the last epoch."""
+        if self.write and self.best is not None and self.best["epoch"] != meta["history"][-1]["epoch"]:
+            checkpoint.save_checkpoint(self.output, self._best_state, self.best_meta(meta))
+
+    def kept(self, what: str) -> str:
+        """``what`` happened, and which checkpoints stay valid."""
+        if self.best is None:
+            return f"{what}, before the first epoch completed: no checkpoint was written."
+        return (
+            f"{what}. The checkpoints of complete epochs stay valid: best (epoch {self.best['epoch']}, "
+            f"mIoU {self.best['mean_iou']:.3f}) at {self.output}, latest at {self.last}."
+        )
+
+
+def train(
+    patches: Path | str,
+    config: TrainConfig,
+    output: Path | str,
+    *,
+    resume: Path | str | None = None,
+    progress: Progress = SILENT,
+    build: Callable[..., nn.Module] = model_lib.build_model,
+) -> TrainResult:
+    """Train on the manifest ``patches`` and write checkpoints to ``output`` (best) and its ``.last`` sibling.
+
+    Args:
+        patches: the patches manifest (index.json) or its folder.
+        config: stage, epochs, batch size, learning rate, weights, device, seed.
+        output: the best checkpoint's path; the latest epoch goes to ``checkpoint.last_path(output)``.
+        resume: a checkpoint to continue from (its weights, normalisation and history).
+        progress: progress, cancel and per-epoch log lines.
+        build: makes the network given ``aux``; tests pass a small stand-in.
+
+    Raises:
+        ManifestError, MaskCodeError: unusable patches. CheckpointError: a bad ``resume``.
+        WeightsNotFoundError: pretrained weights not on disk. DeviceError: no such
+        device, or out of memory. TrainingError: the loss became NaN. Canceled: the
+        user stopped; checkpoints of complete epochs stay valid.
+    """
+    output = Path(output)
+    resume = Path(resume) if resume else None
+    ranks = distributed.Ranks.from_env()
+    if not ranks.is_main:
+        progress = SILENT  # rank 0 reports for all
+    _check_config(config, resume)
+    manifest = load_manifest(patches)
+    counts = check_patches(manifest, progress=SubProgress(progress, 0, 2))
+    if len(manifest.train) < 2:
+        raise InputError("Training needs at least 2 training patches (DeepLab's BatchNorm needs batches of 2).")
+    distributed.check_shares(len(manifest.train), ranks)
+    # Weights not on disk fail now, not after building the model.
+    start = ("none", None) if resume else resolve_weights(config.pretrained, config.weights_file, progress=progress)
+    device = distributed.device_for(pick_device(config.device), ranks)
+    precision = pick_precision(device, config.precision)
+    progress.info(describe(device, precision) + (f" {ranks.world_size} processes." if ranks.distributed else ""))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # patches all have one size: pick the fastest kernels once
+    with distributed.process_group(device, ranks):
+        return _train(manifest, counts, config, output, resume, start, device, precision, ranks, progress, build)
+
+
+def _train(
+    manifest: Manifest,
+    counts: dict[str, np.ndarray],
+    config: TrainConfig,
+    output: Path,
+    resume: Path | None,
+    start: tuple[str, Path | None],
+    device: torch.device,
+    precision: Precision,
+    ranks: distributed.Ranks,
+    progress: Progress,
+    build: Callable[..., nn.Module],
+) -> TrainResult:
+    """The epochs of ``train``, once the data is checked and the device (and process group) are ready."""
+    seed_everything(config.seed)
+    net, previous, source = _start(config, resume, start, build)
+    if resume is not None:
+        progress.info(f"Continuing from {resume} (epoch {previous.get('epoch')}), stage {config.stage}.")
+    elif source is not None and source.kind != "none":
+        progress.info(f"Starting weights: {source.kind} from {source.file}.")
+    if source is not None and source.kind == "none" and config.stage != "full":
+        progress.warn(
+            f'Training the "{config.stage}" stage on a randomly initialised backbone learns little: frozen random '
+            "features carry little information. Use pretrained weights (PRETRAINED coco or imagenet, or "
+            'WEIGHTS_FILE), or train the "full" stage.'
+        )
+    mean, std = (previous["input"]["mean"], previous["input"]["std"]) if previous else (source.mean, source.std)
+    model_lib.freeze_for(net, config.stage)  # type: ignore[arg-type]
+    net.to(device=device, memory_format=torch.channels_last)
+    meta = _base_meta(manifest, config, net, mean, std, previous, source)
+    loop = Loop(net, manifest, config, device, precision.autocast_dtype, counts["train"], mean, std, ranks)
+    first = meta["history"][-1]["epoch"] + 1 if meta["history"] else 1
+    meta["stages"].append(_stage_record(config, manifest, first, resume, describe(device, precision), ranks))
+    keeper = _Keeper(output, write=ranks.is_main)
+    for i in range(config.epochs):
+        epoch = first + i
+        started, learning_rate = time.perf_counter(), loop.learning_rate
+        try:
+            with device_errors(config.batch_size):
+                train_loss = loop.train_epoch(epoch, SubProgress(progress, *_span(i, config.epochs)))
+                val_loss, sc = loop.validate()
+        except Canceled as exc:
+            raise Canceled(keeper.kept(f"Canceled during epoch {epoch}")) from exc
+        except TrainingError as exc:
+            raise TrainingError(keeper.kept(f"{exc} (epoch {epoch})")) from exc
+        row = _history_row(epoch, config.stage, train_loss, val_loss, sc, learning_rate, time.perf_counter() - started)
+        meta["history"].append(row)
+        meta["stages"][-1]["last_epoch"] = epoch
+        improved = keeper.epoch_done(net, meta, row)
+        progress.info(_epoch_line(row, i + 1, config.epochs, improved))
+    keeper.finish(meta)
+    distributed.barrier()  # every rank returns once rank 0's checkpoints are complete
+    progress.set_progress(100)
+    best = keeper.best
+    assert best is not None
+    return TrainResult(
+        output, keeper.last, best["epoch"], best["pixel_accuracy"], best["mean_iou"], meta["history"],
+        keeper.best_meta(meta),
+    )
+
+
+def _span(i: int, epochs: int) -> tuple[float, float]:
+    """Epoch ``i``'s share of the progress bar (the first 2 % went to checking the patches)."""
+    return 2 + 98 * i / epochs, 2 + 98 * (i + 1) / epochs
+
+
+def _base_meta(
+    manifest: Manifest,
+    config: TrainConfig,
+    net: nn.Module,
+    mean: Any,
+    std: Any,
+    previous: dict[str, Any],
+    source: WeightsSource | None,
+) -> dict[str, Any]:
+    return {
+        "input": {
+            "bands": 3,
+            "band_order": ["red", "green", "blue"],
+            "dtype": manifest.dtype,
+            "scale": manifest.input_scale,
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+        },
+        "patch_size": manifest.patch_size,
+        "aux": model_lib.has_aux(net),
+        "stages": list(previous.get("stages", [])),
+        "history": list(previous.get("history", [])),
+        "weights_source": previous.get("weights_source") if previous else source.to_meta(),  # type: ignore[union-attr]
+        "config": asdict(config),
+    }
+
+
+def _stage_record(
+    config: TrainConfig, manifest: Manifest, first: int, resume: Path | None, device: str, ranks: distributed.Ranks
+) -> dict[str, Any]:
+    return {
+        "stage": config.stage,
+        "first_epoch": first,
+        "last_epoch": first - 1,
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+        "class_weights": config.class_weights,
+        "seed": config.seed,
+        "patches": str(manifest.path),
+        "resumed_from": str(resume) if resume else None,
+        "device": device,
+        "processes": ranks.world_size,
+    }
+
+
+def _history_row(
+    epoch: int, stage: str, train_loss: float, val_loss: float, sc: metrics.Scores, lr: float, seconds: float
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "stage": stage,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "pixel_accuracy": sc.pixel_accuracy,
+        "mean_iou": sc.mean_iou,
+        "kappa": None if math.isnan(sc.kappa) else sc.kappa,
+        "iou": [None if math.isnan(v) else float(v) for v in sc.iou],
+        "learning_rate": lr,
+        "seconds": seconds,
+    }
+
+
+def _epoch_line(row: dict[str, Any], done: int, total: int, improved: bool) -> str:
+    return (
+        f"Epoch {row['epoch']} ({row['stage']}, {done}/{total}): train loss {row['train_loss']:.4f}, "
+        f"val loss {row['val_loss']:.4f}, pixel accuracy {row['pixel_accuracy']:.3f}, "
+        f"mIoU {row['mean_iou']:.3f}, {row['seconds']:.1f} s" + (" - best so far, saved" if improved else "")
+    )
