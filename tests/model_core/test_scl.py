@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from scl_deeplab.model_core import scl
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 
 
 def test_table_has_codes_0_to_11_and_learns_11_classes():
