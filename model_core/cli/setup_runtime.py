@@ -44,7 +44,7 @@ TORCH_INDEX = "https://download.pytorch.org/whl/{tag}"
 # The CUDA builds published for the pinned torch, oldest first: update together with the pins.
 CUDA_TAGS = ("cu126", "cu128", "cu130")
 BASE_PTH = "_scl_deeplab_base.pth"
-PACKAGE_DIR = Path(__file__).parent.parent  # the plugin folder, not resolved: it may be a link
+PACKAGE_DIR = Path(__file__).parents[2]  # the plugin folder, not resolved: it may be a link
 
 PROBE = (
     "import json, sys, sysconfig, importlib.util\n"
