@@ -25,7 +25,7 @@ from .. import scl
 from ..atomic import atomic_folder
 from ..errors import InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
-from .manifest import FORMAT, INDEX_NAME, VERSION, Manifest, PatchRecord, SceneRecord  # noqa: F401 - FORMAT, VERSION re-exported
+from .manifest import INDEX_NAME, Manifest, PatchRecord, SceneRecord
 from .radiometry import input_scale
 from .rasters import label_profile, onto_grid, open_raster, write_scl
 from .scene_checks import SceneInfo, check_fits, inspect_scenes, unknown_codes

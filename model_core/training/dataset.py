@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .. import scl
-from ..data.manifest import INDEX_NAME, Manifest, PatchRecord  # noqa: F401 - re-exported for training
+from ..data.manifest import Manifest, PatchRecord
 from ..data.radiometry import to_unit
 from ..errors import ManifestError, MaskCodeError
 from ..progress import SILENT, Progress, check_canceled
