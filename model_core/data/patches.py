@@ -179,9 +179,9 @@ def _make(scenes: list[Scene], out_dir: Path, config: PatchConfig, progress: Pro
     dtype, scale = infos[0].dtype, input_scale(infos[0].dtype)
     for info in infos:
         if info.unknown_codes:
-            codes = ", ".join(str(c) for c in info.unknown_codes)
-            progress.info(f"{info.scene.name}: {info.unknown_pixels} SCL pixels with codes {codes} (not SCL codes "
-                          "0-11) are treated as no data.")
+            codes, n = ", ".join(str(c) for c in info.unknown_codes), info.unknown_pixels
+            progress.info(f"{info.scene.name}: {n} SCL pixel{'s' if n != 1 else ''} with codes {codes} (not SCL "
+                          "codes 0-11) are treated as no data.")
     records: list[dict[str, Any]] = []
     tried, best = 0, 0.0
     with atomic_folder(out_dir, overwrite=config.overwrite) as tmp:
