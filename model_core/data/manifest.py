@@ -9,7 +9,8 @@ Torch-free, so QGIS can read a manifest without PyTorch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -222,11 +223,54 @@ class Manifest:
             raise ManifestError(f"{path} cannot be read as a patches manifest ({exc}). Run Make patches again.") from exc
         return cls.from_dict(data, path)
 
+    @classmethod
+    def merge(cls, manifests: Sequence[Manifest]) -> Manifest:
+        """One manifest over the patches and scenes of several (kept at the first one's path).
+
+        Raises:
+            ManifestError: none given, or manifests whose patch size, band order or input scaling differ.
+        """
+        if not manifests:
+            raise ManifestError("No patches manifest given. Choose at least one index.json written by Make patches.")
+        first = manifests[0]
+        for other in manifests[1:]:
+            for what, key, fix in (("patch sizes", "patch_size", "one PATCH_SIZE"),
+                                   ("band orders", "bands", "the same BANDS"),
+                                   ("data types", "dtype", "scenes of one data type"),
+                                   ("input scalings", "input_scale", "scenes of one data type")):
+                mine, theirs = getattr(first, key), getattr(other, key)
+                if mine != theirs:
+                    raise ManifestError(
+                        f"The manifests {first.path} and {other.path} have different {what} ({_shown(mine)} and "
+                        f"{_shown(theirs)}), so their patches cannot train one model. Make them with {fix}."
+                    )
+        return replace(
+            first,
+            patches=tuple(p for m in manifests for p in m.patches),
+            scenes=tuple(s for m in manifests for s in m.scenes),
+            crs=first.crs if all(m.crs == first.crs for m in manifests) else None,
+            class_histogram=_sum_histograms([m.class_histogram for m in manifests]),
+        )
+
     def save(self, path: Path | str | None = None) -> Path:
         """Write the manifest to ``path`` (default: its own path); patch paths stay relative to ``self.path``."""
         target = Path(path) if path is not None else self.path
         target.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
         return target
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _sum_histograms(histograms: Sequence[dict[str, Histogram]]) -> dict[str, Histogram]:
+    out: dict[str, Histogram] = {}
+    for histogram in histograms:
+        for part, counts in histogram.items():
+            into = out.setdefault(part, {})
+            for code, n in counts.items():
+                into[code] = into.get(code, 0) + int(n)
+    return out
 
 
 def _relative(file: Path, folder: Path) -> str:

@@ -87,3 +87,33 @@ def test_bad_manifests_are_named(tmp_path, text, match):
 def test_missing_manifest(tmp_path):
     with pytest.raises(ManifestError, match="does not exist. Run Make patches first"):
         Manifest.load(tmp_path / "nowhere")
+
+
+def test_merge_joins_patches_scenes_and_histograms(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = sample(tmp_path / "a"), sample(tmp_path / "b")
+    merged = Manifest.merge([a, b])
+    assert merged.path == a.path and len(merged.patches) == 6 and len(merged.train) == 4
+    assert [p.image.parent.parent.name for p in merged.patches] == ["a"] * 3 + ["b"] * 3
+    assert merged.class_histogram == {"total": {"0": 1536, "4": 4608}}
+    assert [s.name for s in merged.scenes] == ["s0", "s1", "s2"] * 2
+    merged.save()
+    again = Manifest.load(a.path)
+    assert [p.image for p in again.patches] == [p.image for p in merged.patches]  # b's files as absolute paths
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"bands": (1, 2, 3)}, r"different band orders \(3,2,1 and 1,2,3\)"),
+        ({"patch_size": 64}, r"different patch sizes \(32 and 64\)"),
+        ({"dtype": "uint8", "input_scale": 255.0}, r"different data types \(uint16 and uint8\)"),
+    ],
+)
+def test_merge_refuses_manifests_that_disagree(tmp_path, change, match):
+    from dataclasses import replace
+
+    a = sample(tmp_path)
+    with pytest.raises(ManifestError, match=match):
+        Manifest.merge([a, replace(a, path=tmp_path / "other" / "index.json", **change)])
