@@ -16,21 +16,17 @@ from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window
-from rasterio.windows import bounds as window_bounds
-from rasterio.windows import transform as window_transform
 
 from .. import scl
 from ..atomic import atomic_folder
 from ..errors import InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
+from .cutting import cut_scene
 from .manifest import INDEX_NAME, Manifest, PatchRecord, SceneRecord
 from .radiometry import input_scale
-from .rasters import label_profile, onto_grid, open_raster, write_scl
-from .scene_checks import SceneInfo, check_fits, inspect_scenes, unknown_codes
+from .scene_checks import SceneInfo, check_fits, inspect_scenes
 from .scenes import Scene
-from .windows import DROPPED, TRAIN, VAL, Split, plan_windows, split_scenes, split_windows, window_id
+from .windows import DROPPED, TRAIN, VAL, Split, split_scenes, split_windows
 
 PREVIEW_NAME = "preview.png"
 PATCH_MULTIPLE = 8  # DeepLab downsamples by 8; other sizes lose border pixels on the way back up
@@ -189,7 +185,9 @@ def _make(scenes: list[Scene], out_dir: Path, config: PatchConfig, progress: Pro
         (tmp / "masks").mkdir()
         for i, (info, prefix) in enumerate(zip(infos, _prefixes(names))):
             part = SubProgress(progress, 5 + 85 * i / len(infos), 5 + 85 * (i + 1) / len(infos))
-            found, n_windows, scene_best = _cut_scene(info, tmp, config, dtype, prefix, part)
+            found, n_windows, scene_best = cut_scene(
+                info, tmp, bands=config.bands, patch_size_px=config.patch_size_px, stride_px=config.stride,
+                min_valid_fraction=config.min_valid_fraction, dtype=dtype, prefix=prefix, progress=part)
             tried, best = tried + n_windows, max(best, scene_best)
             if found:
                 side = sides[i] if sides else None
@@ -214,62 +212,12 @@ def _make(scenes: list[Scene], out_dir: Path, config: PatchConfig, progress: Pro
     )
 
 
-def check_mask_codes(mask: Path, rows_per_read: int = 512) -> None:
-    """Raise ``MaskCodeError`` naming every value of ``mask`` (band 1) that is not an SCL code 0-11."""
-    from .rasters import check_scl_codes
-
-    bad = unknown_codes(mask, rows_per_read)
-    if bad:
-        check_scl_codes(np.array(sorted(bad)), f"The mask {mask}")
-
-
-def _cut_scene(
-    info: SceneInfo, folder: Path, config: PatchConfig, dtype: str, prefix: str, progress: Progress
-) -> tuple[list[dict[str, Any]], int, float]:
-    """Write one scene's patches with enough valid pixels: their records, the windows tried, the best valid share."""
-    with open_raster(info.scene.image) as src, onto_grid(info.scene.mask, src) as labels:
-        windows = plan_windows(src.width, src.height, config.patch_size_px, config.stride)
-        progress.info(
-            f"{info.scene.name}: {len(windows)} patches of {config.patch_size_px} px (stride {config.stride} px) "
-            f"cover the {src.width} x {src.height} px scene."
-        )
-        records: list[dict[str, Any]] = []
-        best = 0.0
-        for done, window in enumerate(windows):
-            check_canceled(progress)
-            codes = labels.read(1, window=window)
-            if info.unknown_codes:  # only when allowed: inspect_scene refuses them otherwise
-                codes = np.where((codes < 0) | (codes > scl.MAX_CODE), scl.NO_DATA, codes)
-            codes = codes.astype(np.uint8)
-            valid = float(np.count_nonzero(codes)) / codes.size
-            best = max(best, valid)
-            if valid > 0 and valid >= config.min_valid_fraction:
-                records.append(_write_patch(src, window, codes, folder, prefix + window_id(window), dtype, config))
-                records[-1].update(scene=info.scene.name, valid_fraction=round(valid, 4))
-            progress.set_progress(100.0 * (done + 1) / len(windows))
-    return records, len(windows), best
-
-
-def _write_patch(src, window: Window, codes: np.ndarray, folder: Path, name: str, dtype: str,
-                 config: PatchConfig) -> dict[str, Any]:
-    profile = _patch_profile(src, window, window_transform(window, src.transform), dtype)
-    with rasterio.open(folder / "images" / f"{name}.tif", "w", **profile) as dst:
-        dst.write(src.read(list(config.bands), window=window).astype(dtype, copy=False))
-    write_scl(folder / "masks" / f"{name}.tif", codes, label_profile(profile))
-    counts = np.bincount(codes.ravel(), minlength=scl.MAX_CODE + 1)
-    return {
-        "id": name, "image": f"images/{name}.tif", "mask": f"masks/{name}.tif", "_window": window,
-        "bounds": tuple(float(v) for v in window_bounds(window, src.transform)),
-        "histogram": {str(c): int(n) for c, n in enumerate(counts) if n},
-    }
-
-
 def _split(records: list[dict[str, Any]], config: PatchConfig, side: str | None, seed: int) -> list[dict[str, Any]]:
     """One scene's records with their side: all on ``side`` (split by scenes), else blocks or random patches."""
     if side is not None:
         labels = [side] * len(records)
     else:
-        labels = split_windows([r["_window"] for r in records], split=config.split,
+        labels = split_windows([r["window"] for r in records], split=config.split,
                                val_fraction=config.val_fraction, seed=seed, patch_size_px=config.patch_size_px)
     return [{**r, "split": label} for r, label in zip(records, labels)]
 
@@ -294,23 +242,6 @@ def _check_found(kept, infos, sides, tried: int, best: float, config: PatchConfi
             )
 
 
-def _patch_profile(src: rasterio.io.DatasetReader, window: Window, transform, dtype: str) -> dict[str, Any]:
-    profile = {
-        "driver": "GTiff",
-        "width": int(window.width),
-        "height": int(window.height),
-        "count": 3,
-        "dtype": dtype,
-        "crs": src.crs,
-        "transform": transform,
-        "nodata": src.nodata,
-        "compress": "deflate",
-    }
-    if profile["dtype"] == "uint8":
-        profile["photometric"] = "RGB"
-    return profile
-
-
 def _class_histogram(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Pixel counts by SCL code (all codes 0-11 as string keys) for train, val and total."""
     out = {}
@@ -330,8 +261,8 @@ def _manifest(path: Path, infos: list[SceneInfo], sides: list[str] | None, kept:
     patches = tuple(
         PatchRecord(
             id=r["id"], image=folder / r["image"], mask=folder / r["mask"], split=r["split"], scene=r["scene"],
-            window={"col_off": int(r["_window"].col_off), "row_off": int(r["_window"].row_off),
-                    "width": int(r["_window"].width), "height": int(r["_window"].height)},
+            window={"col_off": int(r["window"].col_off), "row_off": int(r["window"].row_off),
+                    "width": int(r["window"].width), "height": int(r["window"].height)},
             bounds=r["bounds"], valid_fraction=r["valid_fraction"], histogram=r["histogram"],
         )
         for r in kept
