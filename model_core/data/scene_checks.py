@@ -17,9 +17,9 @@ import numpy as np
 from rasterio.windows import Window
 
 from .. import scl
-from ..errors import Canceled, InputError, SclDeepLabError
+from ..errors import Canceled, InputError, MaskCodeError, SclDeepLabError
 from ..progress import SILENT, Progress, check_canceled
-from .rasters import check_bands, check_scl_codes, onto_grid, open_raster
+from .rasters import check_bands, onto_grid, open_raster
 from .scenes import Scene
 from .windows import largest_patch
 
@@ -81,7 +81,12 @@ def inspect_scene(scene: Scene, bands: tuple[int, ...], patch_size_px: int, unkn
             pass
         bad = unknown_codes(scene.mask)
         if bad and not unknown_as_no_data:
-            check_scl_codes(np.array(sorted(bad)), f"The mask {scene.mask}")
+            shown = ", ".join(str(v) for v in list(bad)[:10])
+            raise MaskCodeError(
+                f"The mask {scene.mask}: codes {shown} are not SCL codes (0-{scl.MAX_CODE}). Use the Scene "
+                "Classification Layer (SCL) band of a Sentinel-2 L2A product, or, for an SCL with a few stray codes "
+                "(lossy JPEG 2000 gives code 12 near class edges), treat codes outside 0-11 as no data."
+            )
         crs = src.crs.to_string() if src.crs else None
         return SceneInfo(scene, src.width, src.height, dtype, (abs(src.res[0]), abs(src.res[1])), crs, bad)
 

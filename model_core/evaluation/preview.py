@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def write_preview(folder: Path, manifest: dict[str, Any], path: Path, *, count: 
             if row == 0:
                 ax.set_title(title, fontsize="medium")
             if col == 0:
-                name = patch["scene"] if many else patch["id"]  # a scene's patch ids start with its name
+                name = _wrap(patch["scene"]) if many else patch["id"]  # a scene's patch ids start with its name
                 ax.set_ylabel(f"{name}\n{patch['split']}, {patch['valid_fraction']:.0%} valid", fontsize="small")
     n_train = sum(p["split"] == "train" for p in manifest["patches"])
     n_val = len(manifest["patches"]) - n_train
@@ -92,3 +93,8 @@ def _read(path: Path) -> np.ndarray:
     with rasterio.open(path) as src:
         step = max(1, int(np.ceil(max(src.width, src.height) / SHOWN_PX)))
         return src.read()[:, ::step, ::step]
+
+
+def _wrap(name: str, width: int = 22) -> str:
+    """A long scene name on a few lines, broken after underscores (Sentinel-2 names have no spaces)."""
+    return "\n".join(line.replace("_ ", "_") for line in textwrap.wrap(name.replace("_", "_ "), width))
