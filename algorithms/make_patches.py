@@ -21,7 +21,8 @@ from qgis.core import (
 
 from ..model_core.data.patches import PATCH_MULTIPLE, PatchConfig, make_patches, parse_bands, parse_names
 from ..model_core.data.scenes import Scene, read_scene_list, scenes_from_images, scenes_in_folder
-from ..model_core.data.windows import SPLITS, largest_patch
+from ..model_core.data.windows import SPLITS as SPLIT_NAMES
+from ..model_core.data.windows import largest_patch
 from ..model_core.errors import InputError
 from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
 
@@ -36,7 +37,7 @@ class MakePatches(SclAlgorithm):
     UNKNOWN_CODES_AS_NO_DATA = "UNKNOWN_CODES_AS_NO_DATA"
     OUTPUT_FOLDER, OUTPUT_INDEX, OUTPUT_PREVIEW = "OUTPUT_FOLDER", "OUTPUT_INDEX", "OUTPUT_PREVIEW"
     TRAIN_COUNT, VAL_COUNT, SCENE_COUNT = "TRAIN_COUNT", "VAL_COUNT", "SCENE_COUNT"
-    SPLITS = SPLITS
+    SPLITS = SPLIT_NAMES  # in the order of the SPLIT options
     GROUP = "data"
     HELP = (
         "Cuts Sentinel-2 true-colour scenes and their Scene Classification Layer (SCL) into square "
