@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +19,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..model_core.data.manifest import Manifest
+from ..model_core.errors import ManifestError
 from .base import SclAlgorithm, core_errors_as_processing_exceptions
 
 PRETRAINED_OPTIONS = ["auto", "coco", "imagenet", "none"]
@@ -91,9 +91,8 @@ def learning_rate_parameter(name: str, label: str, default: float) -> QgsProcess
 def check_processes(patches: str, processes: int) -> None:
     """Refuse, before starting torchrun, more processes than the training patches can feed (2 each)."""
     try:
-        manifest = json.loads(Path(patches).read_text(encoding="utf-8"))
-        train = sum(record.get("split") == "train" for record in manifest["patches"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        train = len(Manifest.load(patches).train)
+    except ManifestError:
         return  # training itself says what is wrong with the manifest
     if train // processes < 2:
         raise QgsProcessingException(

@@ -6,6 +6,7 @@ Pure functions over pixel windows, so tests can check them exhaustively.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -13,7 +14,8 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 
-Split = Literal["blocks", "random"]
+Split = Literal["blocks", "random", "scenes"]
+SPLITS = ("blocks", "random", "scenes")
 TRAIN, VAL, DROPPED = "train", "val", "dropped"
 MIN_BLOCKS = 10  # spatial blocks grow (up to 4 x 4 patches) only while at least this many remain
 
@@ -61,7 +63,7 @@ def split_windows(
     pixel is seen on both sides (this only happens when the stride is smaller than the patch).
     """
     if split not in ("blocks", "random"):
-        raise InputError(f"Unknown split {split!r}; use 'blocks' or 'random'.")
+        raise InputError(f"Unknown split {split!r} for the patches of one scene; use 'blocks' or 'random'.")
     rng = np.random.default_rng(seed)
     target = val_count(len(windows), val_fraction)
     labels = [TRAIN] * len(windows)
@@ -90,6 +92,40 @@ def split_windows(
     if TRAIN not in labels:  # too few patches to keep both sides apart: train on all of them
         return [TRAIN] * len(windows)
     return labels
+
+
+def split_scenes(
+    names: Sequence[str], *, val_names: Sequence[str] = (), val_fraction: float = 0.2, seed: int = 0
+) -> list[str]:
+    """``"train"`` or ``"val"`` for each scene: the scenes named in ``val_names``, else a seeded
+    ``val_fraction`` of them (at least one, never all).
+
+    Raises:
+        InputError: fewer than 2 scenes, a name that is not a scene's, or every scene named.
+    """
+    if len(names) < 2:
+        raise InputError(
+            f"Splitting by scenes needs at least 2 scenes, not {len(names)}: one to train on and one to validate on. "
+            "Give more scenes, or split by spatial blocks."
+        )
+    if val_names:
+        unknown = [n for n in val_names if n not in names]
+        if unknown:
+            raise InputError(
+                f"Validation scenes {', '.join(unknown)} are not among the scenes ({', '.join(names)}). "
+                "Name them as listed."
+            )
+        if set(names) <= set(val_names):
+            raise InputError("Every scene is named for validation; leave at least one to train on.")
+        return [VAL if n in val_names else TRAIN for n in names]
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(
+            f"The validation fraction {val_fraction} sends no scene to validation; use a fraction between 0 and 1, "
+            "or name the validation scenes."
+        )
+    target = min(len(names) - 1, max(1, round(len(names) * val_fraction)))
+    chosen = set(np.random.default_rng(seed).permutation(len(names))[:target].tolist())
+    return [VAL if i in chosen else TRAIN for i in range(len(names))]
 
 
 def _blocks(windows: list[Window], patch_size_px: int) -> list[list[int]]:

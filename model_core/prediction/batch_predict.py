@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import atomic_file, remove_stale_parts
+from ..data.scenes import list_entries, listed_path
 from ..errors import Canceled, CheckpointError, InputError, SclDeepLabError
 from ..training import distributed
 
@@ -61,12 +62,7 @@ def read_scene_list(source: Path | str) -> list[Path]:
         found = [p for p in source.iterdir()
                  if p.is_file() and p.suffix.lower() in SCENE_SUFFIXES and not p.name.startswith(".")]
     elif source.is_file():
-        found = []
-        for line in source.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                path = Path(line).expanduser()
-                found.append(path if path.is_absolute() else source.parent / path)
+        found = [listed_path(source, text) for _, text in list_entries(source)]
     else:
         raise InputError(f"The scene list {source} does not exist. Give a text file with one scene path a line, "
                          f"or a folder of {'/'.join(SCENE_SUFFIXES)} scenes.")

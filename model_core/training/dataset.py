@@ -1,7 +1,7 @@
 """Training data: the patches manifest, checked, and a torch Dataset over its patches.
 
-The manifest (``index.json``, written by Make patches) lists image and mask
-GeoTIFFs of one size with a train/val split. The model sees true colour in 0-1,
+The manifest (``index.json``, written by Make patches, read by ``data.manifest``) lists
+image and mask GeoTIFFs of one size with a train/val split. The model sees true colour in 0-1,
 normalised with the mean and std its weights expect; masks become class indices
 (SCL code - 1, code 0 -> ``scl.IGNORE_INDEX``). Training patches are flipped and
 rotated by multiples of 90 degrees at random; validation patches never are.
@@ -10,9 +10,7 @@ Under torchrun each process loads its own share (``distributed.ShardSampler``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +20,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .. import scl
-from ..data.radiometry import input_scale, to_unit
+from ..data.manifest import Manifest, PatchRecord
+from ..data.radiometry import to_unit
 from ..errors import ManifestError, MaskCodeError
 from ..progress import SILENT, Progress, check_canceled
 from .distributed import Ranks, ShardSampler
-
-FORMAT = "scl-deeplab-patches"
-INDEX_NAME = "index.json"
-
-
-@dataclass(frozen=True)
-class PatchRecord:
-    """One patch: its id, image and mask files (absolute) and split."""
-
-    id: str
-    image: Path
-    mask: Path
-    split: str
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A checked patches manifest."""
-
-    path: Path
-    patch_size: int
-    dtype: str
-    input_scale: float
-    train: tuple[PatchRecord, ...]
-    val: tuple[PatchRecord, ...]
 
 
 def _names(records: Sequence[Any], n: int = 3) -> str:
@@ -59,68 +33,34 @@ def _names(records: Sequence[Any], n: int = 3) -> str:
 
 
 def load_manifest(path: Path | str) -> Manifest:
-    """Read and check a patches manifest (``index.json`` or the folder holding it).
+    """Read a patches manifest (``index.json`` or the folder holding it) and check it is fit to train on.
 
     Raises:
         ManifestError: missing or not a manifest, no patches, no train or no
             validation patches, patch files missing, or patches of mixed sizes.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / INDEX_NAME
-    if not path.is_file():
-        raise ManifestError(
-            f"Patches manifest {path} does not exist. Run Make patches first and choose its index.json."
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path} cannot be read as a patches manifest ({exc}). Run Make patches again.") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ManifestError(
-            f'{path} is not a patches manifest (no "format": "{FORMAT}"). Choose the index.json Make patches wrote.'
-        )
-    patches = data.get("patches") or []
-    if not patches:
+    manifest = Manifest.load(path)
+    path = manifest.path
+    if not manifest.patches:
         raise ManifestError(
             f"The manifest {path} lists no patches. Run Make patches on a larger area or with a lower minimum "
             "valid fraction."
         )
-    size = int(data.get("patch_size", 0))
-    try:
-        records = [
-            PatchRecord(str(p.get("id", i)), path.parent / p["image"], path.parent / p["mask"], str(p.get("split")))
-            for i, p in enumerate(patches)
-        ]
-        sizes = sorted({(p["window"]["width"], p["window"]["height"]) for p in patches if "window" in p})
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ManifestError(
-            f"The manifest {path} is damaged: a patch entry lacks {exc}. Run Make patches again."
-        ) from exc
-    if any(s != (size, size) for s in sizes):
-        raise ManifestError(
-            f"The manifest {path} mixes patch sizes ({', '.join(f'{w}x{h}' for w, h in sizes)}; patch_size says "
-            f"{size}). Make all patches with one PATCH_SIZE."
-        )
-    missing = [f.relative_to(path.parent) for r in records for f in (r.image, r.mask) if not f.is_file()]
+    missing = [f.relative_to(path.parent) for r in manifest.patches for f in (r.image, r.mask) if not f.is_file()]
     if missing:
         raise ManifestError(
             f"{len(missing)} patch files listed in {path} are missing: {_names(missing)}. Run Make patches again."
         )
-    train = tuple(r for r in records if r.split == "train")
-    val = tuple(r for r in records if r.split == "val")
-    if not train:
+    if not manifest.train:
         raise ManifestError(
             f"The manifest {path} has no training patches. Run Make patches with a lower validation fraction."
         )
-    if not val:
+    if not manifest.val:
         raise ManifestError(
             f"The manifest {path} has no validation patches, so training could not measure or choose the best epoch. "
             "Run Make patches with a validation fraction above 0 on an area with more patches."
         )
-    dtype = str(data.get("dtype", "uint8"))
-    scale = float(data.get("input_scale") or input_scale(dtype))
-    return Manifest(path, size, dtype, scale, train, val)
+    return manifest
 
 
 def check_patches(manifest: Manifest, *, progress: Progress = SILENT) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ import rasterio
 from qgis.core import QgsProcessingException
 from rasterio.transform import from_origin
 from scl_deeplab.model_core.data.synthetic import ORIGIN, make_sample_scene
+from scl_deeplab.tests.recording import RecordingFeedback
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +20,10 @@ def scene(tmp_path_factory):
     return make_sample_scene(folder / "scene.tif", folder / "scl.tif", size=256, seed=0)
 
 
-def run(params: dict) -> dict:
+def run(params: dict, feedback=None) -> dict:
     import processing
 
-    return processing.run("scldeeplab:makepatches", params)
+    return processing.run("scldeeplab:makepatches", params, feedback=feedback)
 
 
 def _write(path: Path, data: np.ndarray) -> str:
@@ -131,3 +132,72 @@ def test_makepatches_through_qgis_process(qgis_process_json, scene, tmp_path):
     assert len(manifest["patches"]) == 4 == results["TRAIN_COUNT"] + results["VAL_COUNT"]
     assert results["VAL_COUNT"] == 1
     assert (tmp_path / "patches" / "preview.png").exists()
+
+
+# --- several scenes ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_scenes(tmp_path_factory) -> Path:
+    """Three sample scenes named like Download L2A's files, and a list of them."""
+    folder = tmp_path_factory.mktemp("three")
+    for seed, name in enumerate(("a", "b", "c")):
+        make_sample_scene(folder / f"{name}_TCI_20m.tif", folder / f"{name}_SCL_20m.tif", size=128, seed=seed)
+    (folder / "scenes.txt").write_text(
+        "# image,scl\n" + "".join(f"{n}_TCI_20m.tif,{n}_SCL_20m.tif\n" for n in "abc"), encoding="utf-8")
+    return folder
+
+
+def test_makepatches_scene_list_split_by_scenes(provider, three_scenes, tmp_path):
+    feedback = RecordingFeedback()
+    out = tmp_path / "patches"
+    result = run({"SCENE_LIST": str(three_scenes / "scenes.txt"), "PATCH_SIZE": 64, "SPLIT": 2,
+                  "VAL_SCENES": "b_TCI_20m", "OUTPUT_FOLDER": str(out)}, feedback)
+    manifest = json.loads((out / "index.json").read_text(encoding="utf-8"))
+    assert result["SCENE_COUNT"] == 3 and manifest["split"] == "scenes"
+    assert (manifest["train_scenes"], manifest["val_scenes"]) == (["a_TCI_20m", "c_TCI_20m"], ["b_TCI_20m"])
+    assert result["VAL_COUNT"] == sum(p["scene"] == "b_TCI_20m" for p in manifest["patches"]) >= 1
+    assert result["TRAIN_COUNT"] + result["VAL_COUNT"] == len(manifest["patches"])
+    assert "Validation scenes: b_TCI_20m." in feedback.infos
+
+
+def test_makepatches_many_layers_find_their_scl_by_name(provider, three_scenes, tmp_path):
+    layers = [str(p) for p in sorted(three_scenes.glob("*.tif"))]  # the SCLs too: they are recognised
+    result = run({"INPUTS": layers, "PATCH_SIZE": 64, "OUTPUT_FOLDER": str(tmp_path / "p")})
+    manifest = json.loads(Path(result["OUTPUT_INDEX"]).read_text(encoding="utf-8"))
+    assert result["SCENE_COUNT"] == 3
+    assert [(s["name"], Path(s["mask"]).name) for s in manifest["scenes"]] == [
+        (f"{n}_TCI_20m", f"{n}_SCL_20m.tif") for n in "abc"]
+    folder = run({"SCENE_FOLDER": str(three_scenes), "PATCH_SIZE": 64, "OUTPUT_FOLDER": str(tmp_path / "f")})
+    assert json.loads(Path(folder["OUTPUT_INDEX"]).read_text(encoding="utf-8"))["scenes"] == manifest["scenes"]
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({}, "Give the scenes: a true-colour scene with its SCL mask"),
+        ({"MASK": "SCL"}, "Give both the true-colour scene and its SCL mask, or neither"),
+        ({"INPUT": "IMAGE", "MASK": "SCL", "SCENE_LIST": "LIST"}, "Give the scenes one way only"),
+    ],
+)
+def test_scene_sources_must_be_one(provider, three_scenes, tmp_path, params, match):
+    paths = {"IMAGE": str(three_scenes / "a_TCI_20m.tif"), "SCL": str(three_scenes / "a_SCL_20m.tif"),
+             "LIST": str(three_scenes / "scenes.txt")}
+    _refused({k: paths[v] for k, v in params.items()} | {"PATCH_SIZE": 64}, match, tmp_path / "o")
+
+
+def test_scene_list_with_a_missing_file_is_refused(provider, three_scenes, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{three_scenes / 'a_TCI_20m.tif'},{three_scenes / 'a_SCL_20m.tif'}\n"
+                       f"{three_scenes / 'b_TCI_20m.tif'},{three_scenes / 'gone_SCL.tif'}\n", encoding="utf-8")
+    _refused({"SCENE_LIST": str(listing), "PATCH_SIZE": 64}, r"line 2: .*gone_SCL.tif does not exist", tmp_path / "o")
+
+
+def test_makepatches_scene_folder_through_qgis_process(qgis_process_json, three_scenes, tmp_path):
+    results = qgis_process_json(
+        "scldeeplab:makepatches", SCENE_FOLDER=three_scenes, PATCH_SIZE=64, SPLIT=2, VAL_FRACTION=0.3, SEED=1,
+        OUTPUT_FOLDER=tmp_path / "patches",
+    )
+    manifest = json.loads((tmp_path / "patches" / "index.json").read_text(encoding="utf-8"))
+    assert results["SCENE_COUNT"] == 3 and len(manifest["val_scenes"]) == 1 and len(manifest["train_scenes"]) == 2
+    assert results["VAL_COUNT"] == sum(p["scene"] in manifest["val_scenes"] for p in manifest["patches"])

@@ -177,15 +177,20 @@ def test_manifest_follows_the_contract(tmp_path):
     assert set(manifest) == {
         "format", "version", "patch_size", "stride", "bands", "dtype", "input_scale", "crs", "source", "split",
         "seed", "val_fraction", "min_valid_fraction", "class_histogram", "patches",
+        "scenes", "train_scenes", "val_scenes",  # version 2: the scenes the patches came from
     }
-    assert manifest["format"] == "scl-deeplab-patches" and manifest["version"] == 1
+    assert manifest["format"] == "scl-deeplab-patches" and manifest["version"] == 2
     assert (manifest["patch_size"], manifest["stride"], manifest["bands"]) == (32, 16, [1, 2, 3])
     assert (manifest["dtype"], manifest["input_scale"], manifest["crs"]) == ("uint8", 255.0, "EPSG:32633")
     assert manifest["source"] == {"image": str(image.resolve()), "mask": str(mask.resolve())}
     assert (manifest["split"], manifest["seed"], manifest["val_fraction"], manifest["min_valid_fraction"]) == (
         "blocks", 4, 0.3, 0.4)
+    assert [s["name"] for s in manifest["scenes"]] == ["scene"] and manifest["scenes"][0]["split"] == "both"
+    assert manifest["train_scenes"] == manifest["val_scenes"] == ["scene"]
+    assert manifest["scenes"][0]["class_histogram"] == manifest["class_histogram"]
     patch = manifest["patches"][0]
-    assert set(patch) == {"id", "image", "mask", "split", "window", "bounds", "valid_fraction", "histogram"}
+    assert set(patch) == {"id", "scene", "image", "mask", "split", "window", "bounds", "valid_fraction", "histogram"}
+    assert {p["scene"] for p in manifest["patches"]} == {"scene"}
     hist = manifest["class_histogram"]
     assert set(hist) == {"train", "val", "total"} and set(hist["total"]) == {str(c) for c in range(12)}
     for code in range(12):
