@@ -17,7 +17,8 @@ class WeightServer:
 
     base: str  # URL of the folder the files are in
     files: dict[str, bytes]
-    ranges: list[str | None] = field(default_factory=list)  # the Range header of each request
+    ranges: list[str | None] = field(default_factory=list)  # the Range header of each request for a file
+    redirected: list[str | None] = field(default_factory=list)  # the Range header of each redirected request
     cuts: list[int] = field(default_factory=list)  # cut the next answers after this many bytes, one per answer
     status: int | None = None  # answer every request with this HTTP status
     ignore_ranges: bool = False
@@ -32,15 +33,19 @@ def hub_name(stem: str, data: bytes) -> str:
 
 
 def serve_weights(httpserver, files: dict[str, bytes]) -> WeightServer:
-    """Publish ``files`` (name -> bytes) under a fresh folder on ``httpserver``."""
+    """Publish ``files`` (name -> bytes) under a fresh folder on ``httpserver``; ``moved/<name>`` redirects."""
     prefix = f"/w{uuid.uuid4().hex[:8]}"
     server = WeightServer(httpserver.url_for(prefix), files)
 
     def handler(request: Request) -> Response:
+        name = request.path.removeprefix(prefix + "/")
+        if name.startswith("moved/"):  # as a mirror sending files on to a CDN
+            server.redirected.append(request.headers.get("Range"))
+            return Response("", 302, headers={"Location": server.url(name.removeprefix("moved/"))})
         server.ranges.append(request.headers.get("Range"))
         if server.status is not None:
             return Response("server trouble", server.status)
-        data = files.get(request.path.removeprefix(prefix + "/"))
+        data = files.get(name)
         if data is None:
             return Response("not found", 404)
         found = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("Range", ""))

@@ -180,3 +180,19 @@ def best_on_disk() -> WeightSet | None:
         if weight_set(name).find():
             return weight_set(name)
     return None
+
+
+def summary() -> str:
+    """Every set for a help text: what it is, its input and licence, and where it is or would go."""
+    lines = []
+    for s in WEIGHT_SETS:
+        found = s.find()
+        where = f"on disk: {found}" if found else f"not on disk (goes to {s.folder}/{s.file_name})"
+        lines.append(f"- {s.name}: {s.title}. Input: {s.input}. Licence: {s.licence}. {where}.")
+    return "\n".join(lines)
+
+
+def on_disk_label() -> str:
+    """A short list of the sets on disk, for a parameter's label."""
+    found = [name for name in NAMES if weight_set(name).find()]
+    return ", ".join(found) if found else "none"
