@@ -46,11 +46,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_download(args: argparse.Namespace) -> int:
     """Run ``weights download NAME``: the file's path as JSON."""
+    from ..errors import Canceled
     from ..net.download import download
     from ..progress import PrintProgress
     from .output import emit
-
-    from ..errors import Canceled
 
     try:
         path = download(weight_set(args.name), base_url=args.base_url, progress=PrintProgress())

@@ -20,7 +20,6 @@ import http.client
 import logging
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -122,16 +121,16 @@ class UrllibTransport:
                 return Reply(416, b"", exc.headers.get("Content-Range"))
             raise http_failure(exc.code, str(exc.reason), url, proxy) from exc
         except urllib.error.URLError as exc:
-            transient = isinstance(exc.reason, (TimeoutError, socket.timeout))
+            transient = isinstance(exc.reason, TimeoutError)
             failure = unreachable(url, exc.reason, proxy)
             failure.transient = transient
             raise failure from exc
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise TransportFailure(f"no answer within {self.timeout_s:.0f} s", transient=True) from exc
         with response:
             try:
                 body = response.read()
-            except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout) as exc:
+            except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
                 raise TransportFailure("the connection was cut during the transfer", transient=True) from exc
             return Reply(response.status, body, response.headers.get("Content-Range"))
 

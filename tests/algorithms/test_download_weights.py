@@ -114,3 +114,13 @@ def test_pretrained_lists_every_set_and_what_is_on_disk(provider, satlas):
     assert "ODC-BY" in train.shortHelpString() and "CC-BY-4.0" in train.shortHelpString()
     download = QgsApplication.processingRegistry().algorithmById("scldeeplab:downloadweights")
     assert download.group() == "Set-up" and "not on disk (goes to" in download.shortHelpString()
+
+
+def test_check_runtime_lists_the_weights_on_disk(provider, satlas):
+    import processing
+
+    processing.run("scldeeplab:downloadweights", {"NAME": "satlas-rgb"})
+    feedback = RecordingFeedback()
+    result = processing.run("scldeeplab:environment", {}, feedback=feedback)
+    assert result["WEIGHTS"] == "satlas-rgb"
+    assert any("satlas-rgb: SatlasPretrain" in line and str(hub_file()) in line for line in feedback.infos)
