@@ -249,13 +249,13 @@ def _fetch(
     failures = 0
     while total is None or done < total:
         if progress.is_canceled():
-            raise Canceled(_kept("Download canceled", part, done, total, weights))
+            raise Canceled(_kept("Download canceled.", part, done, total, weights))
         try:
             reply = transport.get(url, done, done + chunk_bytes - 1)
             done, total = _take(reply, part, done)
         except TransportFailure as exc:
             if progress.is_canceled():
-                raise Canceled(_kept("Download canceled", part, done, total, weights)) from exc
+                raise Canceled(_kept("Download canceled.", part, done, total, weights)) from exc
             failures += 1
             if not exc.transient or failures > RETRIES:
                 what = f"Downloading {weights.file_name} from {url} failed: {exc}."

@@ -124,3 +124,19 @@ def test_check_runtime_lists_the_weights_on_disk(provider, satlas):
     result = processing.run("scldeeplab:environment", {}, feedback=feedback)
     assert result["WEIGHTS"] == "satlas-rgb"
     assert any("satlas-rgb: SatlasPretrain" in line and str(hub_file()) in line for line in feedback.infos)
+
+
+def test_qgis_process_offline_message_with_the_mirror_from_the_environment(tmp_path, monkeypatch):
+    from scl_deeplab.tests.conftest import run_qgis_process
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv(weight_sets.BASE_URL_ENV, f"http://127.0.0.1:{port}/mirror")
+    proc = run_qgis_process("run", "scldeeplab:downloadweights", "--", "NAME=ssl4eo-rgb")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"http://127.0.0.1:{port}/mirror/resnet50_sentinel2_rgb_moco-2b57ba8b.pth" in output
+    assert "cannot reach 127.0.0.1" in output and f"copy it into {tmp_path / 'torch' / 'hub' / 'checkpoints'}" in output
+    assert "Traceback" not in output
