@@ -14,7 +14,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QUrl
 from qgis.PyQt.QtNetwork import QNetworkProxy, QNetworkReply, QNetworkRequest
 
-from ..model_core.net.download import Reply, TransportFailure, download, http_failure, unreachable
+from ..model_core.net.download import download
+from ..model_core.net.transport import Reply, TransportFailure, http_failure, unreachable
 from ..model_core.net.weight_sets import BASE_URL_ENV, NAMES, summary, weight_set
 from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
 

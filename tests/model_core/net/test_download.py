@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from scl_deeplab.model_core.errors import Canceled, DownloadError, WeightsHashError
 from scl_deeplab.model_core.net import download as dl
-from scl_deeplab.model_core.net import weight_sets
+from scl_deeplab.model_core.net import transport, weight_sets
 from scl_deeplab.tests.weight_server import hub_name, serve_weights
 
 PIECE = 64 * 1024
@@ -232,7 +232,7 @@ def test_files_without_a_hash_in_their_name_go_to_the_plugin_folder_with_a_pinne
 
 
 def test_content_range_parsing():
-    assert dl.parse_content_range("bytes 0-99/1000") == (0, 99, 1000)
-    assert dl.parse_content_range("bytes */1000") == (None, None, 1000)
-    assert dl.parse_content_range("bytes 5-9/*") == (5, 9, None)
-    assert dl.parse_content_range(None) == (None, None, None)
+    assert transport.parse_content_range("bytes 0-99/1000") == (0, 99, 1000)
+    assert transport.parse_content_range("bytes */1000") == (None, None, 1000)
+    assert transport.parse_content_range("bytes 5-9/*") == (5, 9, None)
+    assert transport.parse_content_range(None) == (None, None, None)
