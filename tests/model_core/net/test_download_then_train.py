@@ -66,3 +66,5 @@ def test_training_starts_from_the_downloaded_backbone(httpserver, published, pat
     for key, value in state.items():
         if not key.endswith("num_batches_tracked"):
             assert torch.equal(saved["state_dict"][f"backbone.{key}"], value), key
+    for big in (path, result.best_path, result.last_path):  # 100-170 MB each: none stays in /tmp
+        big.unlink()

@@ -18,6 +18,14 @@ from torchvision.models import ResNet50_Weights, resnet50
 from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
 
 
+@pytest.fixture(autouse=True)
+def no_weight_files_left(tmp_path):
+    """Each ResNet-50 file is 100 MB: none stays behind in pytest's kept temporary folders."""
+    yield
+    for path in tmp_path.rglob("*.pth"):
+        path.unlink()
+
+
 @pytest.fixture()
 def folders(tmp_path, monkeypatch) -> Path:
     """Empty TORCH_HOME and plugin weights folder; returns torch hub's checkpoints folder."""
