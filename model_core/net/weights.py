@@ -33,7 +33,10 @@ from .weight_sets import CHOICES, IMAGENET_MEAN, IMAGENET_STD, WeightSet, hub_ch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CHOICES", "IMAGENET_MEAN", "IMAGENET_STD", "hub_checkpoints", "initialise", "load_weights", "resolve"]
+__all__ = [  # CHOICES, the ImageNet statistics and hub_checkpoints are weight_sets', offered here as before
+    "CHOICES", "IMAGENET_MEAN", "IMAGENET_STD", "NO_NORMALISATION", "WeightsSource", "check_bands", "coco_file_names",
+    "deeplab_keys", "hub_checkpoints", "imagenet_file_names", "initialise", "load_into", "load_weights", "resolve",
+]
 
 NO_NORMALISATION = weight_sets.UNIT  # random weights: true colour in 0-1 as it is
 # Layers whose shape depends on the class count; a mismatch there is expected, not an error.
