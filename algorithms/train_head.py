@@ -21,9 +21,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import SclAlgorithm, core_errors_as_processing_exceptions
-
 from ..model_core.net.weight_sets import CHOICES, on_disk_label, summary
+from .base import SclAlgorithm, core_errors_as_processing_exceptions
 
 PRETRAINED_OPTIONS = list(CHOICES)
 
