@@ -24,6 +24,7 @@ STRINGS = {
     "PRECISION": "Precision picked",
     "DEVICE_REASON": "Why this device and precision",
     "ERROR": "What went wrong (empty when the runtime works)",
+    "WEIGHTS": "Pretrained weights on disk",
 }
 BOOLEANS = {
     "CUDA_AVAILABLE": "CUDA available",
@@ -44,7 +45,8 @@ class Environment(SclAlgorithm):
         "SCL_DEEPLAB_WORKER_PYTHON).\n"
         "Reports Python and the versions of torch, torchvision, rasterio and numpy, whether CUDA or Apple MPS is "
         "available and the GPU names, the CPU and whether it computes bfloat16 natively, and the device and "
-        "precision that DEVICE auto picks, with the reason. When PyTorch is missing it says what to install "
+        "precision that DEVICE auto picks, with the reason, and the pretrained weight sets on disk (get others with "
+        "Download pretrained weights). When PyTorch is missing it says what to install "
         "and does not fail. Takes a few seconds."
     )
 

@@ -21,19 +21,23 @@ from qgis.core import (
 
 from ..model_core.data.manifest import Manifest
 from ..model_core.errors import ManifestError
+from ..model_core.net.weight_sets import CHOICES, on_disk_label, summary
 from .base import SclAlgorithm, core_errors_as_processing_exceptions
 
-PRETRAINED_OPTIONS = ["auto", "coco", "imagenet", "none"]
+PRETRAINED_OPTIONS = list(CHOICES)
 
 HELP = (
     "Trains the classifier head of DeepLabv3-ResNet50 to predict the Sentinel-2 Scene Classification Layer (SCL, "
     "codes 1-11; code 0 is ignored) from true colour, on the patches of Make patches. The ResNet50 backbone stays "
     "frozen, its BatchNorm statistics included; fine-tune it afterwards with Fine-tune layer4.\n\n"
     "Patches: the index.json written by Make patches (its train/validation split is used).\n"
-    "Pretrained weights: auto takes torchvision's COCO DeepLabv3 weights if on disk, else its ImageNet ResNet50, "
-    "else random weights (which learn little with a frozen backbone). Nothing is downloaded: put torchvision's "
-    "files in the torch hub checkpoints folder ($TORCH_HOME/hub/checkpoints, usually ~/.cache/torch/hub/checkpoints), "
-    "or choose a Weights file (a torchvision state dict or a checkpoint of this plugin).\n"
+    "Pretrained weights: auto takes the best set on disk (COCO DeepLabv3, else the Sentinel-2 true-colour "
+    "backbones SatlasPretrain then SSL4EO-S12, else ImageNet), else random weights (which learn little with a "
+    "frozen backbone); none starts from random weights. Training never downloads: get a set once with Set-up > "
+    "Download pretrained weights, or choose a Weights file (a torchvision or torchgeo state dict, or a checkpoint "
+    "of this plugin). The input normalisation the weights were trained with is recorded in the checkpoint and "
+    "applied in training and prediction. The sets (ssl4eo-ms needs 13 bands and is refused for true colour):\n"
+    "{weights}\n"
     "Class weights: weights the loss by inverse class frequency, so rare classes such as snow count more.\n"
     "Device: auto (CUDA GPU, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.\n"
     "Processes: above 1 trains data-parallel through PyTorch's torchrun, one process per GPU (or per equal share of "
@@ -146,6 +150,9 @@ class TrainHead(SclAlgorithm):
     def name(self) -> str:
         return "trainhead"
 
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS's name
+        return self.tr(self.HELP).format(weights=summary())
+
     def displayName(self) -> str:  # noqa: N802 - QGIS's name
         return self.tr("Train head")
 
@@ -157,9 +164,11 @@ class TrainHead(SclAlgorithm):
             self.BATCH_SIZE, self.tr("Batch size (patches)"), type=QgsProcessingParameterNumber.Integer,
             defaultValue=8, minValue=2))
         self.addParameter(learning_rate_parameter(self.LEARNING_RATE, self.tr("Learning rate"), 1e-3))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.PRETRAINED, self.tr("Pretrained weights"), options=PRETRAINED_OPTIONS, defaultValue="auto",
-            usesStaticStrings=True))
+        pretrained = QgsProcessingParameterEnum(
+            self.PRETRAINED, self.tr("Pretrained weights (on disk: {found})").format(found=on_disk_label()),
+            options=PRETRAINED_OPTIONS, defaultValue="auto", usesStaticStrings=True)
+        pretrained.setHelp(summary())  # the tooltip: what each option is and whether it is on disk
+        self.addParameter(pretrained)
         self.addParameter(QgsProcessingParameterFile(
             self.WEIGHTS_FILE, self.tr("Weights file (instead of pretrained weights)"), optional=True,
             fileFilter="PyTorch weights (*.pt *.pth)"))

@@ -47,6 +47,14 @@ class WeightsNotFoundError(SclDeepLabError, FileNotFoundError):
     """Pretrained weights were asked for but are not on disk."""
 
 
+class DownloadError(SclDeepLabError, ConnectionError):
+    """A download failed: offline, refused by a proxy, an HTTP error, or a cut connection."""
+
+
+class WeightsHashError(SclDeepLabError, ValueError):
+    """A downloaded weights file is not the published one (its SHA-256 differs)."""
+
+
 class DeviceError(SclDeepLabError, RuntimeError):
     """The requested device is not available or ran out of memory."""
 

@@ -9,6 +9,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..algorithms.download_l2a import DownloadL2A
+from ..algorithms.download_weights import DownloadWeights
 from ..algorithms.environment import Environment
 from ..algorithms.evaluate import Evaluate
 from ..algorithms.finetune_layer4 import FinetuneLayer4
@@ -64,3 +65,4 @@ class SclDeepLabProvider(QgsProcessingProvider):
         self.addAlgorithm(Predict())
         self.addAlgorithm(Evaluate())
         self.addAlgorithm(Environment())
+        self.addAlgorithm(DownloadWeights())

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ..net.device import cpu_has_native_bf16, cpu_model
+from ..net.weight_sets import on_disk_label, summary
 
 PACKAGES = ("torch", "torchvision", "rasterio", "numpy")
 
@@ -58,6 +59,7 @@ def runtime_report() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_native_bf16": cpu_has_native_bf16(),
+        "weights": on_disk_label(),
     }
     for name in PACKAGES:
         report[f"{name}_version"] = package_version(name)
@@ -80,6 +82,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     ]
     if report["missing"]:
         lines.append(f"Missing: {report['missing']}.")
+    lines.append("Pretrained weights (PRETRAINED):\n" + summary())
     if report["device"]:
         gpus = report["cuda_devices"] or "none"
         lines.append(f"CUDA: {'yes' if report['cuda_available'] else 'no'} (GPUs: {gpus}); "

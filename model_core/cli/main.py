@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Canceled, SclDeepLabError
+from ..net.weight_sets import CHOICES
 from .output import emit
 from .runtime_commands import add_environment, add_job
 from .setup_runtime import add_setup_runtime
+from .weights_commands import add_weights
 
 log = logging.getLogger("scl_deeplab")
 
@@ -46,7 +48,8 @@ def add_train(subparsers: Any) -> None:
     p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
     p.add_argument("--aux", action="store_true", help="train with the auxiliary head and its loss")
     start = p.add_mutually_exclusive_group()
-    start.add_argument("--pretrained", choices=("auto", "coco", "imagenet", "none"), default="auto")
+    start.add_argument("--pretrained", choices=CHOICES, default="auto",
+                       help="starting weights: a set on disk (see 'weights list'), auto (the best on disk) or none")
     start.add_argument("--weights-file", type=Path, help="a torchvision state dict or a checkpoint to start from")
     start.add_argument("--resume", type=Path, metavar="CKPT", help="continue from a checkpoint and its history")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -223,6 +226,7 @@ COMMANDS: list[Registration] = [
     add_environment,
     add_job,
     add_setup_runtime,
+    add_weights,
 ]
 
 

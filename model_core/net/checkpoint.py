@@ -16,7 +16,7 @@ opens it. ``meta`` holds:
   pixel_accuracy, mean_iou, kappa, iou (11 values, None where a class is
   absent), learning_rate, seconds);
 - ``epoch`` (of these weights), ``best`` (epoch, mean_iou, pixel_accuracy);
-- ``weights_source`` (kind: coco, imagenet, none, file or checkpoint; file;
+- ``weights_source`` (kind: a weight set of ``weight_sets.py``, none, file or checkpoint; file;
   fresh_layers), ``config``, ``versions`` (torch, torchvision), ``saved``.
 
 Training keeps two files: the best epoch (by validation mIoU) at the output

@@ -1,20 +1,24 @@
-"""Where the starting weights come from: torchvision's files on disk, a user's file, or none.
+"""Where the starting weights come from: a named weight set on disk, a user's file, or none.
 
-PRETRAINED picks torchvision's COCO-with-VOC-labels DeepLabv3 weights ("coco",
-the seed's choice), its ImageNet ResNet50 backbone ("imagenet"), random weights
-("none"), or "auto" (COCO if on disk, else ImageNet if on disk, else random).
-Torchvision's files are looked for where torchvision keeps them,
-``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/checkpoints``), under
-torchvision's own file names. Nothing is ever downloaded: a file that is asked
-for and missing is a ``WeightsNotFoundError`` that says where to put it.
+PRETRAINED names one of ``weight_sets.WEIGHT_SETS`` (torchvision's COCO
+DeepLabv3, Sentinel-2 ResNet-50 backbones from SatlasPretrain and SSL4EO-S12,
+torchvision's ImageNet ResNet-50), "none" (random weights), or "auto" (the
+first on disk in ``weight_sets.AUTO_ORDER``, else random). Training never
+downloads: a set that is asked for and missing is a ``WeightsNotFoundError``
+that names the download algorithm and where to put the file
+(``download.py`` fetches it when the user asks).
 
-A state dict made for another class count (COCO's 21) loads everything except the
-last classifier layers, which start fresh for the 11 SCL classes.
+Every published layout is mapped onto DeepLabv3's ``backbone.`` keys
+(``deeplab_keys``), and the set's input normalisation goes with the weights into
+the checkpoint. A state dict made for another class count (COCO's 21) loads
+everything except the last classifier layers, which start fresh for the 11 SCL
+classes.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,25 +26,34 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, InputError, WeightsNotFoundError
+from ..errors import BandCountError, CheckpointError, InputError, WeightsNotFoundError
 from ..progress import SILENT, Progress
-from . import checkpoint
+from . import checkpoint, weight_sets
+from .weight_sets import CHOICES, IMAGENET_MEAN, IMAGENET_STD, WeightSet, hub_checkpoints
 
 log = logging.getLogger(__name__)
 
-CHOICES: tuple[str, ...] = ("auto", "coco", "imagenet", "none")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NO_NORMALISATION = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # random weights: true colour in 0-1 as it is
+__all__ = [  # CHOICES, the ImageNet statistics and hub_checkpoints are weight_sets', offered here as before
+    "CHOICES", "IMAGENET_MEAN", "IMAGENET_STD", "NO_NORMALISATION", "WeightsSource", "check_bands", "coco_file_names",
+    "deeplab_keys", "hub_checkpoints", "imagenet_file_names", "initialise", "load_into", "load_weights", "resolve",
+]
+
+NO_NORMALISATION = weight_sets.UNIT  # random weights: true colour in 0-1 as it is
 # Layers whose shape depends on the class count; a mismatch there is expected, not an error.
 FINAL_LAYERS = ("classifier.4.", "aux_classifier.4.")
+DOWNLOAD_HINT = (
+    "Download it once with Set-up > Download pretrained weights (scldeeplab:downloadweights NAME={name}) or "
+    "python -m scl_deeplab.model_core weights download {name}"
+)
+# SatlasPretrain's own files wrap torchvision's ResNet as ``backbone.[backbone.]resnet.``, beside FPN and heads.
+_WRAPPED_RESNET = re.compile(r"^(?:.*\.)?resnet\.")
 
 
 @dataclass(frozen=True)
 class WeightsSource:
     """Where a model's starting weights came from, and the input normalisation they expect."""
 
-    kind: str  # "coco", "imagenet", "none", "file" or "checkpoint"
+    kind: str  # a weight set's name, "none", "file" or "checkpoint"
     file: str | None = None
     mean: tuple[float, float, float] = NO_NORMALISATION[0]
     std: tuple[float, float, float] = NO_NORMALISATION[1]
@@ -52,20 +65,13 @@ class WeightsSource:
         return {"kind": self.kind, "file": self.file, "fresh_layers": fresh}
 
 
-def hub_checkpoints() -> Path:
-    """The folder torchvision keeps downloaded weights in (follows TORCH_HOME)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _basename(weights_enum: Any) -> str:
-    return weights_enum.url.rsplit("/", 1)[-1]
+def _names(weights: WeightSet) -> list[str]:
+    return [weights.file_name, *weights.other_names]
 
 
 def coco_file_names() -> list[str]:
     """torchvision's file name for the COCO-with-VOC-labels DeepLabv3-ResNet50 weights."""
-    from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
-
-    return [_basename(DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1)]
+    return _names(weight_sets.weight_set("coco"))
 
 
 def imagenet_file_names() -> list[str]:
@@ -73,42 +79,40 @@ def imagenet_file_names() -> list[str]:
 
     V1 first: torchvision's COCO DeepLabv3 was trained from it.
     """
-    from torchvision.models import ResNet50_Weights
-
-    return [_basename(ResNet50_Weights.IMAGENET1K_V1), _basename(ResNet50_Weights.IMAGENET1K_V2)]
+    return _names(weight_sets.weight_set("imagenet"))
 
 
-def _find(names: list[str]) -> Path | None:
-    folder = hub_checkpoints()
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _not_found(kind: str, names: list[str]) -> WeightsNotFoundError:
-    from torchvision.models import ResNet50_Weights
-    from torchvision.models.segmentation import DeepLabV3_ResNet50_Weights
-
-    url = (DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1 if kind == "coco" else ResNet50_Weights.IMAGENET1K_V1).url
-    which = " or ".join(names)
+def _not_found(weights: WeightSet) -> WeightsNotFoundError:
     return WeightsNotFoundError(
-        f'PRETRAINED "{kind}" needs torchvision\'s file {which} in the folder {hub_checkpoints()}, '
-        f"and it is not there (this plugin never downloads). Copy the file there (it is published at {url}), "
-        'or set WEIGHTS_FILE to a weights file you have, or use PRETRAINED "none" to start from random weights.'
+        f'PRETRAINED "{weights.name}" ({weights.title}) needs the file {" or ".join(_names(weights))} in the '
+        f"folder {weights.folder}, and it is not there (training never downloads). "
+        + DOWNLOAD_HINT.format(name=weights.name)
+        + f"; or, offline, copy the file there (it is published at {weights.url}); or set WEIGHTS_FILE to a "
+        'weights file you have, or use PRETRAINED "none" to start from random weights.'
     )
+
+
+def check_bands(weights: WeightSet, bands: int = 3) -> None:
+    """``BandCountError`` unless ``weights`` take the ``bands`` input bands training feeds them."""
+    if weights.bands != bands:
+        raise BandCountError(
+            f'PRETRAINED "{weights.name}" ({weights.title}) expects {weights.bands} Sentinel-2 bands ({weights.input}); '
+            f"this plugin trains on {bands}-band true colour for now (multispectral input is not supported yet). "
+            "For true colour choose satlas-rgb or ssl4eo-rgb."
+        )
 
 
 def resolve(
     pretrained: str = "auto", weights_file: Path | str | None = None, *, progress: Progress = SILENT
 ) -> tuple[str, Path | None]:
-    """Which weights to start from: (kind, file) with kind "coco", "imagenet", "file" or "none".
+    """Which weights to start from: (kind, file) with kind a weight set's name, "file" or "none".
 
     "auto" with no file on disk warns through ``progress`` how to get them, and gives "none".
 
     Raises:
-        WeightsNotFoundError: "coco" or "imagenet" asked for and not on disk, or
+        WeightsNotFoundError: a named set asked for and not on disk, or
             ``weights_file`` does not exist.
+        BandCountError: the named set expects other bands than true colour.
     """
     if weights_file:
         path = Path(weights_file)
@@ -120,21 +124,20 @@ def resolve(
         raise InputError(f'Unknown PRETRAINED "{pretrained}"; use one of {", ".join(CHOICES)}.')
     if pretrained == "none":
         return "none", None
-    if pretrained in ("coco", "auto"):
-        found = _find(coco_file_names())
-        if found:
-            return "coco", found
-        if pretrained == "coco":
-            raise _not_found("coco", coco_file_names())
-    found = _find(imagenet_file_names())
-    if found:
-        return "imagenet", found
-    if pretrained == "imagenet":
-        raise _not_found("imagenet", imagenet_file_names())
+    if pretrained != "auto":
+        weights = weight_sets.weight_set(pretrained)
+        check_bands(weights)
+        found = weights.find()
+        if found is None:
+            raise _not_found(weights)
+        return pretrained, found
+    best = weight_sets.best_on_disk()
+    if best is not None:
+        return best.name, best.find()
     progress.warn(
         f"No pretrained weights on disk (looked for {coco_file_names()[0]} and {imagenet_file_names()[0]} in "
-        f"{hub_checkpoints()}): starting from random weights, which learn much more slowly. Copy torchvision's "
-        "files into that folder, or set WEIGHTS_FILE."
+        f"{hub_checkpoints()}, and the Sentinel-2 backbones): starting from random weights, which learn much more "
+        "slowly. " + DOWNLOAD_HINT.format(name="coco") + ", or set WEIGHTS_FILE."
     )
     return "none", None
 
@@ -156,9 +159,18 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return payload, None
 
 
-def _as_deeplab_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Keys as DeepLabv3 names them: a bare ResNet50 (ImageNet) gets ``backbone.`` and loses ``fc``."""
+def deeplab_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A published state dict with its keys as DeepLabv3 names them.
+
+    torchvision's DeepLabv3 (COCO) already is; a bare ResNet-50 (torchvision's
+    ImageNet file, torchgeo's timm-layout SSL4EO-S12 and SatlasPretrain files) gets
+    ``backbone.`` and loses ``fc``; SatlasPretrain's own files keep only what sits
+    under ``resnet.`` (their FPN and heads have no place in DeepLabv3).
+    """
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(re.match(r"^(?:.*\.)?resnet\.conv1\.weight$", k) for k in state):
+        bare = {_WRAPPED_RESNET.sub("", k, count=1): v for k, v in state.items() if _WRAPPED_RESNET.match(k)}
+        return {f"backbone.{k}": v for k, v in bare.items() if not k.startswith("fc.")}
     if any(k.startswith("backbone.") for k in state):
         return state
     return {f"backbone.{k}": v for k, v in state.items() if not k.startswith("fc.")}
@@ -171,11 +183,19 @@ def load_into(model: nn.Module, path: Path) -> tuple[list[str], dict[str, Any] |
     misfitting backbone tensor means the file is not DeepLabv3/ResNet50 weights.
     """
     raw, meta = _read_state_dict(path)
-    state = _as_deeplab_keys(raw)
+    state = deeplab_keys(raw)
     own = model.state_dict()
+    first = "backbone.conv1.weight"
+    if first in state and first in own and state[first].dim() == 4 and state[first].shape[1] != own[first].shape[1]:
+        raise BandCountError(
+            f"The weights in {path} take {state[first].shape[1]} input bands; this model reads "
+            f"{own[first].shape[1]} (true colour). Choose weights made for true colour (satlas-rgb, ssl4eo-rgb, "
+            "coco or imagenet)."
+        )
     fresh = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     bad = [k for k in fresh if not k.startswith(FINAL_LAYERS)]
-    missing = [k for k in own if k.startswith("backbone.") and k not in state]
+    # Files saved without BatchNorm's step counters lose nothing: the counters are unused with a momentum.
+    missing = [k for k in own if k.startswith("backbone.") and k not in state and not k.endswith("num_batches_tracked")]
     if bad or missing:
         example = (bad or missing)[:3]
         raise CheckpointError(
@@ -200,6 +220,14 @@ def initialise(
     return load_weights(model, *resolve(pretrained, weights_file, progress=progress))
 
 
+def _weight_set_of(kind: str, path: Path) -> WeightSet | None:
+    """The named set these weights are: by PRETRAINED, or a WEIGHTS_FILE under a published file name."""
+    for candidate in weight_sets.WEIGHT_SETS:
+        if kind == candidate.name or path.name in _names(candidate):
+            return candidate
+    return None
+
+
 def load_weights(model: nn.Module, kind: str, path: Path | None) -> WeightsSource:
     """Load the weights ``resolve`` chose into ``model``; returns their source and normalisation."""
     if path is None:
@@ -211,4 +239,8 @@ def load_weights(model: nn.Module, kind: str, path: Path | None) -> WeightsSourc
         std = tuple(source_input.get("std", NO_NORMALISATION[1]))
         return WeightsSource("checkpoint", str(path), mean, std, tuple(fresh))  # type: ignore[arg-type]
     log.info("Starting weights from %s (%s); fresh: %s", path, kind, ", ".join(fresh) or "nothing")
+    chosen = _weight_set_of(kind, path)
+    if chosen is not None:
+        return WeightsSource(kind, str(path), chosen.mean, chosen.std, tuple(fresh))
+    # Any other torchvision state dict: torchvision's ImageNet normalisation.
     return WeightsSource(kind, str(path), IMAGENET_MEAN, IMAGENET_STD, tuple(fresh))
