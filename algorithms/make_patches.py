@@ -15,8 +15,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..model_core.data.patches import PATCH_MULTIPLE, PatchConfig, make_patches, parse_bands
+from ..model_core.data.patches import PatchConfig, make_patches, parse_bands
 from ..model_core.data.windows import largest_patch
+from ..model_core.sizing import SIZE_MULTIPLE, is_valid_size, size_suggestions
 from ..model_core.errors import InputError
 from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
 
@@ -66,7 +67,7 @@ class MakePatches(SclAlgorithm):
                 self.tr("Patch size (px, multiple of 8)"),
                 type=QgsProcessingParameterNumber.Integer,
                 defaultValue=512,
-                minValue=PATCH_MULTIPLE,
+                minValue=SIZE_MULTIPLE,
             )
         )
         self.addParameter(
@@ -126,10 +127,10 @@ class MakePatches(SclAlgorithm):
         except InputError as exc:
             return False, str(exc)
         size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
-        if size % PATCH_MULTIPLE:
-            lower = max(PATCH_MULTIPLE, size // PATCH_MULTIPLE * PATCH_MULTIPLE)
+        if not is_valid_size(size):
+            lower, upper = size_suggestions(size)
             return False, self.tr("Patch size {size} px is not a multiple of 8; use e.g. {lower} or {upper}.").format(
-                size=size, lower=lower, upper=lower + PATCH_MULTIPLE
+                size=size, lower=lower, upper=upper
             )
         stride = self.parameterAsInt(parameters, self.STRIDE, context)
         if stride < 0:

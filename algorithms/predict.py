@@ -17,7 +17,8 @@ from qgis.core import (
 
 from ..model_core.data.patches import parse_bands
 from ..model_core.errors import InputError
-from ..model_core.prediction.tiling import TILE_MULTIPLE, TilingConfig
+from ..model_core.prediction.tiling import TilingConfig
+from ..model_core.sizing import SIZE_MULTIPLE
 from .base import RESOURCES, SclAlgorithm, core_errors_as_processing_exceptions, style_output
 from .worker import predict_in_runtime
 
@@ -79,7 +80,7 @@ class Predict(SclAlgorithm):
                 self.tr("Tile size (px, multiple of 8)"),
                 type=QgsProcessingParameterNumber.Integer,
                 defaultValue=512,
-                minValue=TILE_MULTIPLE,
+                minValue=SIZE_MULTIPLE,
             )
         )
         self.addParameter(

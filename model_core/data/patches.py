@@ -22,13 +22,13 @@ from .. import scl
 from ..atomic import atomic_folder
 from ..errors import InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
+from ..sizing import check_size
 from .radiometry import input_scale
 from .rasters import check_bands, check_scl_codes, label_profile, onto_grid, open_raster, write_scl
 from .windows import DROPPED, TRAIN, VAL, Split, largest_patch, plan_windows, split_windows, window_id
 
 FORMAT, VERSION = "scl-deeplab-patches", 1
 INDEX_NAME, PREVIEW_NAME = "index.json", "preview.png"
-PATCH_MULTIPLE = 8  # DeepLab downsamples by 8; other sizes lose border pixels on the way back up
 
 
 @dataclass(frozen=True)
@@ -81,15 +81,11 @@ def parse_bands(text: str) -> tuple[int, int, int]:
 def check_config(config: PatchConfig, width: int, height: int) -> None:
     """Refuse settings that cannot give patches of this ``width`` x ``height`` scene."""
     size = config.patch_size_px
-    if size <= 0 or size % PATCH_MULTIPLE:
-        lower = max(PATCH_MULTIPLE, size // PATCH_MULTIPLE * PATCH_MULTIPLE)
-        raise InputError(
-            f"The patch size {size} px is not a positive multiple of {PATCH_MULTIPLE}; use e.g. {lower} or {lower + 8}."
-        )
+    check_size(size, "patch size")
     if size > width or size > height:
         raise InputError(
             f"The patch size {size} px is larger than the scene ({width} x {height} px); "
-            f"use at most {largest_patch(width, height, PATCH_MULTIPLE)}."
+            f"use at most {largest_patch(width, height)}."
         )
     if config.stride <= 0:
         raise InputError(

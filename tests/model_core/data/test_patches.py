@@ -15,7 +15,7 @@ from rasterio.windows import Window
 from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.data.patches import PatchConfig, make_patches, parse_bands
 from scl_deeplab.model_core.data.synthetic import make_sample_scene
-from scl_deeplab.model_core.data.windows import axis_offsets, plan_windows, split_windows, val_count
+from scl_deeplab.model_core.data.windows import plan_windows, split_windows, val_count
 from scl_deeplab.model_core.errors import (
     BandCountError,
     Canceled,
@@ -26,6 +26,7 @@ from scl_deeplab.model_core.errors import (
     RasterReadError,
 )
 from scl_deeplab.model_core.evaluation.preview import pick_patches
+from scl_deeplab.model_core.sizing import axis_offsets
 
 ORIGIN = (500000.0, 6000000.0)
 
@@ -55,13 +56,6 @@ def leftovers(parent: Path) -> list[str]:
 
 
 # --- window maths -----------------------------------------------------------------------------
-
-
-def test_axis_offsets_move_the_last_patch_inward():
-    assert axis_offsets(100, 32, 32) == [0, 32, 64, 68]
-    assert axis_offsets(96, 32, 32) == [0, 32, 64]
-    assert axis_offsets(100, 32, 24) == [0, 24, 48, 68]
-    assert axis_offsets(32, 32, 8) == [0]
 
 
 @pytest.mark.parametrize(
