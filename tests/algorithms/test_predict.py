@@ -9,7 +9,7 @@ import pytest
 import rasterio
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
 from rasterio.transform import from_origin
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import scl, styles
 from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.prediction import predict
 from scl_deeplab.tests.models import write_random_deeplab
@@ -166,4 +166,4 @@ def test_predict_through_qgis_process(deeplab_checkpoint, tmp_path, qgis_process
     with rasterio.open(tmp_path / "pred.tif") as out:
         assert out.shape == (72, 80) and out.crs == CRS
         assert set(np.unique(out.read(1)[8:])) <= set(scl.learned_codes())
-    assert (tmp_path / "pred.qml").read_text() == scl.qml()
+    assert (tmp_path / "pred.qml").read_text() == styles.scl_qml()

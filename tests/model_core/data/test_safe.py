@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import styles
 from scl_deeplab.model_core.data import safe
 from scl_deeplab.model_core.data.safe import PrepareConfig, prepare_l2a
 from scl_deeplab.model_core.errors import Canceled, GridError, InputError, MaskCodeError
@@ -78,7 +78,7 @@ def test_bands_become_tci_pixel_by_pixel(tmp_path, baseline, layout, res):
     source_scl = product.arrays[("SCL", scl_res)]
     expected_scl = np.repeat(np.repeat(source_scl, 2, 0), 2, 1) if res == 10 else source_scl
     assert np.array_equal(codes, expected_scl)
-    assert out.baseline == baseline and (tmp_path / "scl.qml").read_text() == scl.qml()
+    assert out.baseline == baseline and (tmp_path / "scl.qml").read_text() == styles.scl_qml()
 
 
 def test_offset_is_what_changes_between_baselines(tmp_path):

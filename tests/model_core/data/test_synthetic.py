@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import scl, styles
 from scl_deeplab.model_core.data.noise import SmoothField
 from scl_deeplab.model_core.data.synthetic import make_sample_scene
 from scl_deeplab.model_core.errors import Canceled
@@ -26,7 +26,7 @@ def test_scene_is_georeferenced_utm_20m_with_colour_table(tmp_path):
         assert profile["transform"].a == 20.0 and profile["transform"].e == -20.0
     assert img["transform"] == lab["transform"]
     assert colours[4][:3] == scl.BY_CODE[4].rgb and colours[9][:3] == (255, 255, 255)
-    assert (tmp_path / "scl.qml").read_text(encoding="utf-8") == scl.qml()
+    assert (tmp_path / "scl.qml").read_text(encoding="utf-8") == styles.scl_qml()
 
 
 @pytest.mark.parametrize("width,height,seed", [(128, 128, 0), (128, 128, 7), (64, 64, 3), (300, 96, 11)])

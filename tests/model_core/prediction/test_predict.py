@@ -9,7 +9,7 @@ import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import scl, styles
 from scl_deeplab.model_core.errors import BandCountError, Canceled, CheckpointError, InputError, OutputError
 from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.prediction import predict
@@ -18,16 +18,8 @@ from scl_deeplab.model_core.prediction.tiling import TilingConfig, plan_tiles
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(399960.0, 5000040.0, 20.0, 20.0)
-META = {
-    "input": {
-        "bands": 3,
-        "band_order": ["red", "green", "blue"],
-        "dtype": "uint8",
-        "scale": 255.0,
-        "mean": [0.4, 0.5, 0.6],
-        "std": [0.2, 0.25, 0.3],
-    }
-}
+SPEC = checkpoint.ModelInput.rgb("uint8", 255.0, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+META = checkpoint.input_to_meta(SPEC)
 RECEPTIVE_RADIUS_PX = 2  # two stacked 3x3 convolutions
 
 
@@ -58,10 +50,9 @@ def write_scene(path: Path, width: int, height: int, *, bands: int = 3, dtype: s
 
 
 def whole_scene(model: torch.nn.Module, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes and probabilities of the whole scene in one forward pass, normalised as META says."""
-    spec = META["input"]
-    x = (raw.astype(np.float32) / 255.0 - np.array(spec["mean"], np.float32)[:, None, None]) / np.array(
-        spec["std"], np.float32
+    """Codes and probabilities of the whole scene in one forward pass, normalised as SPEC says."""
+    x = (raw.astype(np.float32) / 255.0 - np.array(SPEC.mean, np.float32)[:, None, None]) / np.array(
+        SPEC.std, np.float32
     )[:, None, None]
     with torch.no_grad():
         probs = model(torch.from_numpy(x)[None])["out"].softmax(1)[0].numpy()
@@ -130,7 +121,7 @@ def test_output_keeps_grid_nodata_colours_and_style(tmp_path):
     assert (codes[:20, :30] == 0).all()
     assert codes[100, 100] != 0  # one band 0 is a dark pixel, not no data
     assert set(np.unique(codes[20:])) <= set(scl.learned_codes())
-    assert (tmp_path / "pred.qml").read_text() == scl.qml()
+    assert (tmp_path / "pred.qml").read_text() == styles.scl_qml()
     # Row bands (flushed at rows 112, 132, 260) cut across the file's 256 x 256 blocks: still the right codes.
     expected, _ = whole_scene(model, raw)
     far = ~near_inner_tile_edges(300, 260, 128, 16, RECEPTIVE_RADIUS_PX)
