@@ -137,10 +137,10 @@ class MakePatches(SclAlgorithm):
             return False, self.tr(
                 "Stride {stride} px is negative; use a positive step in pixels, or 0 for the patch size."
             ).format(stride=stride)
-        for key, what in ((self.INPUT, self.tr("scene")), (self.MASK, self.tr("SCL mask"))):
-            if parameters.get(key) and self.parameterAsRasterLayer(parameters, key, context) is None:
-                message = self.tr("Cannot read the {what} {value}: check that the file exists and is a raster.")
-                return False, message.format(what=what, value=parameters[key])
+        rasters = {self.INPUT: self.tr("scene"), self.MASK: self.tr("SCL mask")}
+        unreadable = self.unreadable_raster(parameters, context, rasters)
+        if unreadable:
+            return False, unreadable
         scene = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if scene is not None and (size > scene.width() or size > scene.height()):
             return False, self.tr(

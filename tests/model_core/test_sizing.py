@@ -65,7 +65,8 @@ def test_sizes_are_positive_multiples_of_8(size, valid):
 def test_a_bad_size_gets_the_two_nearest_multiples_and_a_note():
     assert size_suggestions(30) == (24, 32)
     assert size_suggestions(0) == (8, 16)
-    with pytest.raises(InputError, match=r"^The tile size 60 px is not a positive multiple of 8; use e.g. 56 or 64 \(512"):
+    message = r"^The tile size 60 px is not a positive multiple of 8; use e.g. 56 or 64 \(512 is the default\)\.$"
+    with pytest.raises(InputError, match=message):
         check_size(60, "tile size", note=" (512 is the default)")
     check_size(64, "tile size")  # a good size passes
 
