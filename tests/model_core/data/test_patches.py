@@ -27,6 +27,7 @@ from scl_deeplab.model_core.errors import (
 )
 from scl_deeplab.model_core.evaluation.preview import pick_patches
 from scl_deeplab.model_core.sizing import axis_offsets
+from scl_deeplab.tests.recording import RecordingProgress
 
 ORIGIN = (500000.0, 6000000.0)
 
@@ -360,24 +361,10 @@ def test_rejects_a_mask_that_does_not_overlap(tmp_path):
 
 
 def test_cancel_leaves_nothing(tmp_path):
-    class CancelSoon:
-        calls = 0
-
-        def set_progress(self, percent):
-            self.calls += 1
-
-        def is_canceled(self):
-            return self.calls >= 3
-
-        def info(self, message):
-            pass
-
-        def warn(self, message):
-            pass
-
     image, mask, _, _ = random_scene(tmp_path, size=64)
     with pytest.raises(Canceled):
-        make_patches(image, mask, tmp_path / "out", PatchConfig(patch_size_px=16), progress=CancelSoon())
+        make_patches(image, mask, tmp_path / "out", PatchConfig(patch_size_px=16),
+                     progress=RecordingProgress(cancel_after_steps=3))
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 

@@ -9,6 +9,7 @@ from scl_deeplab.model_core import scl, styles
 from scl_deeplab.model_core.data.noise import SmoothField
 from scl_deeplab.model_core.data.synthetic import make_sample_scene
 from scl_deeplab.model_core.errors import Canceled
+from scl_deeplab.tests.recording import RecordingProgress
 
 
 def _read(scene):
@@ -78,24 +79,9 @@ def test_uint16_scene_is_reflectance_numbers(tmp_path):
 
 
 def test_cancel_leaves_no_file(tmp_path):
-    class CancelAfterFirstBand:
-        def __init__(self):
-            self.calls = 0
-
-        def set_progress(self, percent):
-            self.calls += 1
-
-        def is_canceled(self):
-            return self.calls > 0
-
-        def info(self, message):
-            pass
-
-        def warn(self, message):
-            pass
-
     with pytest.raises(Canceled):
-        make_sample_scene(tmp_path / "s.tif", tmp_path / "l.tif", size=600, progress=CancelAfterFirstBand())
+        make_sample_scene(tmp_path / "s.tif", tmp_path / "l.tif", size=600,
+                          progress=RecordingProgress(cancel_after_steps=1))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -15,6 +15,7 @@ from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.prediction import predict
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene, predict_scene_from_checkpoint
 from scl_deeplab.model_core.prediction.tiling import TilingConfig, plan_tiles
+from scl_deeplab.tests.recording import RecordingProgress
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(399960.0, 5000040.0, 20.0, 20.0)
@@ -200,43 +201,23 @@ def test_unwritable_output_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "scene.tif"]
 
 
-class CancelAfter:
-    """A progress that asks to stop after ``n`` checks."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.checks, self.percent = n, 0, []
-
-    def set_progress(self, percent: float) -> None:
-        self.percent.append(percent)
-
-    def is_canceled(self) -> bool:
-        self.checks += 1
-        return self.checks > self.n
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
-
-
 def test_cancel_stops_between_batches_and_leaves_no_file(tmp_path):
     write_scene(tmp_path / "scene.tif", 200, 150)
-    progress = CancelAfter(2)
+    progress = RecordingProgress(cancel_after_checks=2)
     with pytest.raises(Canceled):
         predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "pred.tif", config(batch_size=2),
                       confidence_path=tmp_path / "conf.tif", progress=progress)
-    assert progress.percent == [100 * 2 / 12, 100 * 4 / 12]  # 12 tiles, stopped after two batches
+    assert progress.percents == [100 * 2 / 12, 100 * 4 / 12]  # 12 tiles, stopped after two batches
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 
 def test_default_batch_is_one_tile_on_a_cpu_and_an_explicit_one_is_kept(tmp_path):
     write_scene(tmp_path / "scene.tif", 200, 150)  # 12 tiles of 64 px with 16 px overlap
     for batch_size, checks in ((0, 12), (5, 3)):
-        progress = CancelAfter(1000)
+        progress = RecordingProgress()
         predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / f"pred_{batch_size}.tif",
                       config(batch_size=batch_size), progress=progress)
-        assert len(progress.percent) == checks  # one progress step per batch
+        assert len(progress.percents) == checks  # one progress step per batch
     assert predict.tiles_per_batch(0, torch.device("cuda")) == 4
     with pytest.raises(InputError, match="0 \\(auto\\) or more"):
         predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "bad.tif", config(batch_size=-1))

@@ -1,4 +1,4 @@
-"""What algorithms share in base.py: the unreadable-raster check and extent parameters as bounds."""
+"""Helpers base.py gives every algorithm: the unreadable-raster check and extent parameters as bounds and CRS."""
 
 from __future__ import annotations
 
