@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
-from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.errors import Canceled, GridError, InputError, MaskCodeError, OutputError
 from scl_deeplab.model_core.evaluation.evaluate import EvaluationOutputs, evaluate_scene, evaluate_to_files
 from scl_deeplab.model_core.evaluation.report import row_normalised

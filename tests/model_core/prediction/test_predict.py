@@ -223,18 +223,6 @@ def test_default_batch_is_one_tile_on_a_cpu_and_an_explicit_one_is_kept(tmp_path
         predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "bad.tif", config(batch_size=-1))
 
 
-# The real DeepLabv3-ResNet50 (random weights), saved once per session with the real checkpoint writer.
-@pytest.fixture(scope="session")
-def deeplab_checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "deeplab_random.pt"
-    if not path.exists():
-        from scl_deeplab.model_core.net.model import build_model
-
-        torch.manual_seed(0)
-        checkpoint.save_checkpoint(path, build_model().state_dict(), {**META, "patch_size": 64})
-    return path
-
-
 def test_batch_of_scenes_loads_the_checkpoint_once(tmp_path, deeplab_checkpoint, monkeypatch):
     loads = []
     real = checkpoint.load_model
