@@ -8,8 +8,10 @@ import sysconfig
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
@@ -100,6 +102,15 @@ def core_errors_as_processing_exceptions() -> Iterator[None]:
         raise
 
 
+def crs_for_core(crs: QgsCoordinateReferenceSystem) -> str | None:
+    """A QGIS CRS as text rasterio understands (EPSG code, else WKT); None when invalid."""
+    if not crs.isValid():
+        return None
+    if crs.authid().upper().startswith("EPSG:"):
+        return crs.authid()
+    return crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
+
+
 class StyleFromQml(QgsProcessingLayerPostProcessorInterface):
     """Applies a QML style to an output layer once Processing has loaded it."""
 
@@ -151,3 +162,37 @@ class SclAlgorithm(QgsProcessingAlgorithm):
 
     def icon(self) -> QIcon:
         return QIcon(str(RESOURCES / "icon.svg"))
+
+    def unreadable_raster(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                          rasters: dict[str, str]) -> str | None:
+        """The message for the first given raster parameter QGIS cannot open, or None when all can be read.
+
+        ``rasters`` maps parameter names to what the user calls them ("scene", "SCL mask"), already translated.
+        """
+        for key, what in rasters.items():
+            if parameters.get(key) and self.parameterAsRasterLayer(parameters, key, context) is None:
+                message = self.tr("Cannot read the {what} {value}: check that the file exists and is a raster.")
+                return message.format(what=what, value=parameters[key])
+        return None
+
+    def extent_bounds(
+        self,
+        parameters: dict[str, Any],
+        name: str,
+        context: QgsProcessingContext,
+        crs: QgsCoordinateReferenceSystem | None = None,
+    ) -> tuple[float, float, float, float] | None:
+        """The extent parameter ``name`` as (xmin, ymin, xmax, ymax) in ``crs`` (else in its own CRS).
+
+        None when the extent is not given: the algorithm then works on the whole raster.
+        """
+        if not parameters.get(name):
+            return None
+        rect = self.parameterAsExtent(parameters, name, context, crs or QgsCoordinateReferenceSystem())
+        if rect.isNull():
+            return None
+        return rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()
+
+    def extent_crs(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str | None:
+        """The CRS the extent parameter ``name`` was given in, as text rasterio understands; None when unknown."""
+        return crs_for_core(self.parameterAsExtentCrs(parameters, name, context))

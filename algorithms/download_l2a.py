@@ -28,7 +28,7 @@ from ..model_core.data.stac import (
     download,
 )
 from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
-from .prepare_l2a import RESOLUTIONS, SOURCES, crs_for_core
+from .prepare_l2a import RESOLUTIONS, SOURCES
 
 
 class DownloadL2A(SclAlgorithm):
@@ -108,11 +108,11 @@ class DownloadL2A(SclAlgorithm):
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
-        rect = self.parameterAsExtent(parameters, self.EXTENT, context)
-        crs = crs_for_core(self.parameterAsExtentCrs(parameters, self.EXTENT, context)) or "EPSG:4326"
+        extent = self.extent_bounds(parameters, self.EXTENT, context)
+        crs = self.extent_crs(parameters, self.EXTENT, context) or "EPSG:4326"
         url = self.parameterAsString(parameters, self.STAC_URL, context).strip()
         search = SearchConfig(
-            extent=(rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
+            extent=extent,
             extent_crs=crs,
             start_date=self.parameterAsDateTime(parameters, self.START_DATE, context).date().toString("yyyy-MM-dd"),
             end_date=self.parameterAsDateTime(parameters, self.END_DATE, context).date().toString("yyyy-MM-dd"),

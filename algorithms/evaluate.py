@@ -100,11 +100,10 @@ class Evaluate(SclAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.KAPPA, self.tr("Cohen's kappa")))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
-        for key, what in ((self.PREDICTION, "prediction"), (self.REFERENCE, "reference SCL"), (self.IMAGE, "image")):
-            if parameters.get(key) and self.parameterAsRasterLayer(parameters, key, context) is None:
-                return False, self.tr("Cannot read the {what} {value}: check that the file exists and is a raster.").format(
-                    what=self.tr(what), value=parameters[key]
-                )
+        rasters = {self.PREDICTION: "prediction", self.REFERENCE: "reference SCL", self.IMAGE: "image"}
+        unreadable = self.unreadable_raster(parameters, context, {k: self.tr(v) for k, v in rasters.items()})
+        if unreadable:
+            return False, unreadable
         return super().checkParameterValues(parameters, context)
 
     def _file(self, parameters, name: str, context) -> Path | None:
@@ -116,10 +115,7 @@ class Evaluate(SclAlgorithm):
         reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
         image = self.parameterAsRasterLayer(parameters, self.IMAGE, context) if parameters.get(self.IMAGE) else None
         disagreement = self.parameterAsOutputLayer(parameters, self.OUTPUT_DISAGREEMENT, context) or None
-        extent = None
-        if parameters.get(self.EXTENT):
-            rect = self.parameterAsExtent(parameters, self.EXTENT, context, prediction.crs())
-            extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        extent = self.extent_bounds(parameters, self.EXTENT, context, prediction.crs())
         outputs = EvaluationOutputs(
             report=self._file(parameters, self.OUTPUT_REPORT, context),
             matrix_csv=self._file(parameters, self.OUTPUT_MATRIX, context),

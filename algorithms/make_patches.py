@@ -19,11 +19,12 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..model_core.data.patches import PATCH_MULTIPLE, PatchConfig, make_patches, parse_bands, parse_names
+from ..model_core.data.patches import PatchConfig, make_patches, parse_bands, parse_names
 from ..model_core.data.scenes import Scene, read_scene_list, scenes_from_images, scenes_in_folder
 from ..model_core.data.windows import SPLITS as SPLIT_NAMES
 from ..model_core.data.windows import largest_patch
 from ..model_core.errors import InputError
+from ..model_core.sizing import SIZE_MULTIPLE, is_valid_size, size_suggestions
 from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
 
 
@@ -101,7 +102,7 @@ class MakePatches(SclAlgorithm):
                 self.tr("Patch size (px, multiple of 8)"),
                 type=QgsProcessingParameterNumber.Integer,
                 defaultValue=512,
-                minValue=PATCH_MULTIPLE,
+                minValue=SIZE_MULTIPLE,
             )
         )
         self.addParameter(
@@ -168,10 +169,10 @@ class MakePatches(SclAlgorithm):
         except InputError as exc:
             return False, str(exc)
         size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
-        if size % PATCH_MULTIPLE:
-            lower = max(PATCH_MULTIPLE, size // PATCH_MULTIPLE * PATCH_MULTIPLE)
+        if not is_valid_size(size):
+            lower, upper = size_suggestions(size)
             return False, self.tr("Patch size {size} px is not a multiple of 8; use e.g. {lower} or {upper}.").format(
-                size=size, lower=lower, upper=lower + PATCH_MULTIPLE
+                size=size, lower=lower, upper=upper
             )
         stride = self.parameterAsInt(parameters, self.STRIDE, context)
         if stride < 0:
@@ -181,10 +182,10 @@ class MakePatches(SclAlgorithm):
         problem = self._sources_problem(parameters, context)
         if problem:
             return False, problem
-        for key, what in ((self.INPUT, self.tr("scene")), (self.MASK, self.tr("SCL mask"))):
-            if parameters.get(key) and self.parameterAsRasterLayer(parameters, key, context) is None:
-                message = self.tr("Cannot read the {what} {value}: check that the file exists and is a raster.")
-                return False, message.format(what=what, value=parameters[key])
+        rasters = {self.INPUT: self.tr("scene"), self.MASK: self.tr("SCL mask")}
+        unreadable = self.unreadable_raster(parameters, context, rasters)
+        if unreadable:
+            return False, unreadable
         scene = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         if scene is not None and (size > scene.width() or size > scene.height()):
             return False, self.tr(

@@ -17,7 +17,8 @@ from qgis.core import (
 
 from ..model_core.data.patches import parse_bands
 from ..model_core.errors import InputError
-from ..model_core.prediction.tiling import TILE_MULTIPLE, TilingConfig
+from ..model_core.prediction.tiling import TilingConfig
+from ..model_core.sizing import SIZE_MULTIPLE
 from .base import RESOURCES, SclAlgorithm, core_errors_as_processing_exceptions, style_output
 from .worker import predict_in_runtime
 
@@ -79,7 +80,7 @@ class Predict(SclAlgorithm):
                 self.tr("Tile size (px, multiple of 8)"),
                 type=QgsProcessingParameterNumber.Integer,
                 defaultValue=512,
-                minValue=TILE_MULTIPLE,
+                minValue=SIZE_MULTIPLE,
             )
         )
         self.addParameter(
@@ -131,10 +132,9 @@ class Predict(SclAlgorithm):
             return False, self.tr('Unknown device "{device}"; use auto, cpu, cuda, cuda:N or mps.').format(
                 device=device
             )
-        if parameters.get(self.INPUT) and self.parameterAsRasterLayer(parameters, self.INPUT, context) is None:
-            return False, self.tr("Cannot read the scene {value}: check that the file exists and is a raster.").format(
-                value=parameters[self.INPUT]
-            )
+        unreadable = self.unreadable_raster(parameters, context, {self.INPUT: self.tr("scene")})
+        if unreadable:
+            return False, unreadable
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
@@ -142,10 +142,7 @@ class Predict(SclAlgorithm):
         checkpoint = self.parameterAsFile(parameters, self.MODEL, context)
         out_path = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         conf_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
-        extent = None
-        if parameters.get(self.EXTENT):
-            rect = self.parameterAsExtent(parameters, self.EXTENT, context, scene.crs())
-            extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        extent = self.extent_bounds(parameters, self.EXTENT, context, scene.crs())
         with core_errors_as_processing_exceptions():
             config = dict(  # PredictConfig's fields; the runtime (in-process or worker) builds it
                 tiling=TilingConfig(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
@@ -17,15 +16,6 @@ from .base import RESOURCES, FeedbackProgress, SclAlgorithm, core_errors_as_proc
 
 SOURCES = ("TCI", "BANDS")
 RESOLUTIONS = ("20", "10", "60")
-
-
-def crs_for_core(crs: QgsCoordinateReferenceSystem) -> str | None:
-    """A QGIS CRS as text rasterio understands (EPSG code, else WKT); None when invalid."""
-    if not crs.isValid():
-        return None
-    if crs.authid().upper().startswith("EPSG:"):
-        return crs.authid()
-    return crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
 
 
 class PrepareL2A(SclAlgorithm):
@@ -82,13 +72,8 @@ class PrepareL2A(SclAlgorithm):
         product = self.parameterAsFile(parameters, self.INPUT, context)
         source = SOURCES[self.parameterAsEnum(parameters, self.SOURCE, context)]
         resolution = int(self.parameterAsEnumString(parameters, self.RESOLUTION, context) or "20")
-        extent, extent_crs = None, None
-        if parameters.get(self.EXTENT):
-            rect = self.parameterAsExtent(parameters, self.EXTENT, context)
-            crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
-            if not rect.isNull() and not rect.isEmpty():
-                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
-                extent_crs = crs_for_core(crs)
+        extent = self.extent_bounds(parameters, self.EXTENT, context)
+        extent_crs = self.extent_crs(parameters, self.EXTENT, context) if extent else None
         image = self.parameterAsOutputLayer(parameters, self.OUTPUT_IMAGE, context)
         scl_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCL, context)
         config = PrepareConfig(source=source, resolution_m=resolution, extent=extent, extent_crs=extent_crs)

@@ -26,17 +26,7 @@ from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.net.weights import IMAGENET_MEAN, IMAGENET_STD
 from scl_deeplab.model_core.prediction.tiling import plan_tiles
 
-META = {
-    "input": {
-        "bands": 3,
-        "band_order": ["red", "green", "blue"],
-        "dtype": "uint8",
-        "scale": 255.0,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-    },
-    "patch_size": 512,
-}
+META = {**checkpoint.input_to_meta(checkpoint.ModelInput.rgb("uint8", 255.0, IMAGENET_MEAN, IMAGENET_STD)), "patch_size": 512}
 
 
 def timed(fn: Callable[[], Any], reps: int, warmup: int = 1) -> dict[str, Any]:

@@ -8,11 +8,8 @@ tables, figure legends and ``resources/scl.qml``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 import numpy as np
-
-from .styles import qml_document
 
 
 @dataclass(frozen=True)
@@ -100,20 +97,3 @@ def palette_rgb() -> np.ndarray:
     for c in SCL_CLASSES:
         lut[c.code] = c.rgb
     return lut
-
-
-def qml() -> str:
-    """The QGIS paletted-renderer style for SCL rasters; resources/scl.qml is this text."""
-    entries = "\n".join(
-        f'        <paletteEntry value="{c.code}" color="{c.color}" '
-        f'alpha="{0 if c.code == NO_DATA else 255}" label="{c.code} {escape(c.name)}"/>'
-        for c in SCL_CLASSES
-    )
-    return qml_document(
-        '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">\n'
-        "      <rasterTransparency/>\n"
-        "      <colorPalette>\n"
-        f"{entries}\n"
-        "      </colorPalette>\n"
-        "    </rasterrenderer>\n"
-    )

@@ -1,4 +1,4 @@
-"""Fixtures shared by all tests: the registered provider and the qgis_process wrapper."""
+"""Fixtures shared by all tests: the registered provider, the qgis_process wrapper and one model checkpoint."""
 
 from __future__ import annotations
 
@@ -31,6 +31,18 @@ def provider(qgis_app, qgis_processing):
     assert registry.addProvider(instance)
     yield instance
     registry.removeProvider("scldeeplab")  # by id: tests/test_plugin.py may have replaced the instance
+
+
+@pytest.fixture(scope="session")
+def deeplab_checkpoint(tmp_path_factory) -> Path:
+    """The real DeepLabv3-ResNet50 with random weights and ImageNet input (``tests/models.py``), written once.
+
+    Every test that needs a checkpoint file reads this one: a checkpoint is ~160 MB, so one per
+    test would fill the temporary folder. Tests must not change it.
+    """
+    from scl_deeplab.tests.models import write_random_deeplab
+
+    return write_random_deeplab(tmp_path_factory.mktemp("checkpoint") / "deeplab_random.pt")
 
 
 def run_qgis_process(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scl_deeplab.model_core.net.checkpoint import ModelInput, input_to_meta
 from scl_deeplab.model_core.net.weights import IMAGENET_MEAN, IMAGENET_STD
 
 # What a checkpoint records about its input: uint8 true colour with ImageNet's normalisation.
-META = {
-    "input": {"bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
-              "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-    "patch_size": 64,
-}
+META = {**input_to_meta(ModelInput.rgb("uint8", 255.0, IMAGENET_MEAN, IMAGENET_STD)), "patch_size": 64}
 
 
 def write_random_deeplab(path: Path, seed: int = 0) -> Path:

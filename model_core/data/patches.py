@@ -21,6 +21,7 @@ from .. import scl
 from ..atomic import atomic_folder
 from ..errors import InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
+from ..sizing import check_size
 from .cutting import cut_scene
 from .manifest import INDEX_NAME, Manifest, PatchRecord, SceneRecord
 from .radiometry import input_scale
@@ -29,7 +30,6 @@ from .scenes import Scene
 from .windows import DROPPED, TRAIN, VAL, Split, split_scenes, split_windows
 
 PREVIEW_NAME = "preview.png"
-PATCH_MULTIPLE = 8  # DeepLab downsamples by 8; other sizes lose border pixels on the way back up
 
 
 @dataclass(frozen=True)
@@ -97,11 +97,7 @@ def parse_names(text: str) -> tuple[str, ...]:
 def check_settings(config: PatchConfig) -> None:
     """Refuse settings that cannot give patches of any scene."""
     size = config.patch_size_px
-    if size <= 0 or size % PATCH_MULTIPLE:
-        lower = max(PATCH_MULTIPLE, size // PATCH_MULTIPLE * PATCH_MULTIPLE)
-        raise InputError(
-            f"The patch size {size} px is not a positive multiple of {PATCH_MULTIPLE}; use e.g. {lower} or {lower + 8}."
-        )
+    check_size(size, "patch size")
     if config.stride <= 0:
         raise InputError(
             f"The stride must be a positive number of pixels, not {config.stride}; "
@@ -121,7 +117,7 @@ def check_settings(config: PatchConfig) -> None:
 def check_config(config: PatchConfig, width: int, height: int) -> None:
     """Refuse settings that cannot give patches of this ``width`` x ``height`` scene."""
     check_settings(config)
-    check_fits(config.patch_size_px, width, height, PATCH_MULTIPLE)
+    check_fits(config.patch_size_px, width, height)
 
 
 @overload

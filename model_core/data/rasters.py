@@ -84,13 +84,6 @@ def write_scl(path: Path | str, codes: np.ndarray, profile: dict[str, Any]) -> N
         dst.write_colormap(1, scl.colormap())
 
 
-def write_style(raster_path: Path | str) -> Path:
-    """Write ``<raster>.qml`` beside a raster, so QGIS styles it whenever it is loaded."""
-    qml_path = Path(raster_path).with_suffix(".qml")
-    qml_path.write_text(scl.qml(), encoding="utf-8")
-    return qml_path
-
-
 @contextmanager
 def onto_grid(
     path: Path | str,

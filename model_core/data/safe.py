@@ -43,6 +43,7 @@ from .. import scl
 from ..atomic import atomic_file
 from ..errors import GridError, InputError
 from ..progress import SILENT, Progress, check_canceled
+from ..styles import write_style
 from . import rasters
 
 RESOLUTIONS_M = (10, 20, 60)
@@ -326,7 +327,7 @@ def write_scene(
             band += len(values)
         if band != 4:
             raise ValueError(f"The image parts gave {band - 1} bands instead of 3.")
-    rasters.write_style(scl_path)
+    write_style(scl_path)
     return out
 
 

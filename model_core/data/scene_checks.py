@@ -44,12 +44,12 @@ class SceneInfo:
         return sum(self.unknown_codes.values())
 
 
-def check_fits(patch_size_px: int, width: int, height: int, multiple: int = 8) -> None:
+def check_fits(patch_size_px: int, width: int, height: int) -> None:
     """Refuse a patch size larger than a ``width`` x ``height`` scene."""
     if patch_size_px > width or patch_size_px > height:
         raise InputError(
             f"The patch size {patch_size_px} px is larger than the scene ({width} x {height} px); "
-            f"use at most {largest_patch(width, height, multiple)}."
+            f"use at most {largest_patch(width, height)}."
         )
 
 

@@ -24,8 +24,9 @@ from .. import scl
 from ..atomic import atomic_file
 from ..errors import InputError
 from ..progress import SILENT, Progress, check_canceled
+from ..styles import write_style
 from .noise import SmoothField
-from .rasters import label_profile, write_style
+from .rasters import label_profile
 
 CRS = "EPSG:32633"
 PIXEL_SIZE_M = 20.0

@@ -13,23 +13,12 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..errors import InputError
+from ..sizing import axis_offsets, largest_size
 
 Split = Literal["blocks", "random", "scenes"]
 SPLITS = ("blocks", "random", "scenes")
 TRAIN, VAL, DROPPED = "train", "val", "dropped"
 MIN_BLOCKS = 10  # spatial blocks grow (up to 4 x 4 patches) only while at least this many remain
-
-
-def axis_offsets(length: int, size: int, stride: int) -> list[int]:
-    """Start offsets along one axis: every ``stride`` px, the last one moved inward to end at the edge."""
-    if size > length:
-        raise InputError(f"A patch of {size} px does not fit in {length} px.")
-    if stride <= 0:
-        raise InputError(f"The stride must be a positive number of pixels, not {stride}.")
-    offsets = list(range(0, length - size + 1, stride))
-    if offsets[-1] != length - size:
-        offsets.append(length - size)  # cover the edge without padding
-    return offsets
 
 
 def plan_windows(width: int, height: int, patch_size_px: int, stride_px: int) -> list[Window]:
@@ -154,7 +143,6 @@ def _drop_overlaps(windows: list[Window], labels: list[str]) -> list[str]:
     return out
 
 
-def largest_patch(width: int, height: int, multiple: int = 8) -> int:
-    """The largest patch size (a multiple of ``multiple``) that fits a ``width`` x ``height`` scene."""
-    return (min(width, height) // multiple) * multiple
-
+def largest_patch(width: int, height: int) -> int:
+    """The largest patch size (a multiple of 8) that fits a ``width`` x ``height`` scene."""
+    return largest_size(min(width, height))

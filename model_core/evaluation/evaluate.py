@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -25,6 +24,7 @@ from ..atomic import atomic_file
 from ..data.rasters import check_scl_codes, extent_window, label_profile, onto_grid, open_raster
 from ..errors import InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
+from ..styles import disagreement_qml, write_style
 from .metrics import Evaluation, confusion_from_codes, scores
 
 BLOCK_ROWS = 512
@@ -52,25 +52,6 @@ def disagreement_codes(reference: np.ndarray, prediction: np.ndarray) -> np.ndar
     """The reference's code where both have a class and differ; 0 where they agree or either is no data."""
     differ = (reference != prediction) & (reference != scl.NO_DATA) & (prediction != scl.NO_DATA)
     return np.where(differ, reference, scl.NO_DATA).astype(np.uint8)
-
-
-def disagreement_qml() -> str:
-    """A paletted style for disagreement rasters: coloured by the reference class, 0 transparent."""
-    entries = "\n".join(
-        f'        <paletteEntry value="{c.code}" color="{c.color}" alpha="255" '
-        f'label="{escape(f"Reference {c.code} {c.name}, predicted otherwise")}"/>'
-        for c in scl.LEARNED
-    )
-    base = scl.qml()  # same renderer as SCL layers, only the entries differ
-    start, end = base.index("        <paletteEntry"), base.index("      </colorPalette>")
-    return base[:start] + entries + "\n" + base[end:]
-
-
-def write_disagreement_style(raster_path: Path | str) -> Path:
-    """Write ``<raster>.qml`` with the disagreement style beside a disagreement raster."""
-    qml_path = Path(raster_path).with_suffix(".qml")
-    qml_path.write_text(disagreement_qml(), encoding="utf-8")
-    return qml_path
 
 
 def evaluate_scene(
@@ -178,5 +159,5 @@ def evaluate_to_files(
         report.write_all(evaluation, tmp, final=vars(outputs), image=image, extent=extent)
         progress.set_progress(100)
     if outputs.disagreement is not None:
-        write_disagreement_style(outputs.disagreement)
+        write_style(outputs.disagreement, disagreement_qml())
     return evaluation

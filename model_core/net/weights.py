@@ -234,10 +234,8 @@ def load_weights(model: nn.Module, kind: str, path: Path | None) -> WeightsSourc
         return WeightsSource("none")
     fresh, meta = load_into(model, path)
     if kind == "file" and meta is not None:
-        source_input = meta.get("input", {})
-        mean = tuple(source_input.get("mean", NO_NORMALISATION[0]))
-        std = tuple(source_input.get("std", NO_NORMALISATION[1]))
-        return WeightsSource("checkpoint", str(path), mean, std, tuple(fresh))  # type: ignore[arg-type]
+        spec = checkpoint.input_from_meta(meta, str(path))
+        return WeightsSource("checkpoint", str(path), spec.mean, spec.std, tuple(fresh))  # type: ignore[arg-type]
     log.info("Starting weights from %s (%s); fresh: %s", path, kind, ", ".join(fresh) or "nothing")
     chosen = _weight_set_of(kind, path)
     if chosen is not None:

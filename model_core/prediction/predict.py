@@ -31,12 +31,13 @@ from rasterio.windows import transform as window_transform
 from .. import scl
 from ..atomic import atomic_file
 from ..data.radiometry import to_unit
-from ..data.rasters import extent_window, label_profile, open_raster, write_style
+from ..data.rasters import extent_window, label_profile, open_raster
 from ..errors import BandCountError, CheckpointError, InputError
+from ..net.checkpoint import ModelInput, input_from_meta
 from ..net.device import Precision, describe, pick_device, pick_precision
 from ..net.inference import clear_prepared, prepared
 from ..progress import SILENT, Progress, check_canceled
-from ..styles import qml_document
+from ..styles import confidence_qml, write_style
 from .tiling import RowBand, Tile, TilingConfig, blend_weights, plan_tiles, tile_rows
 
 log = logging.getLogger(__name__)
@@ -77,43 +78,6 @@ class PredictResult:
     tiles: int
     seconds: float
     device: str
-
-
-@dataclass(frozen=True)
-class ModelInput:
-    """What the network expects as input, from the checkpoint's ``meta["input"]``."""
-
-    band_order: tuple[str, ...]
-    dtype: str
-    scale: float
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> ModelInput:
-        """Read and check ``meta["input"]``; ``CheckpointError`` when it is incomplete."""
-        spec = meta.get("input") if isinstance(meta, dict) else None
-        try:
-            order = tuple(str(b) for b in spec["band_order"])
-            result = cls(
-                band_order=order,
-                dtype=str(spec["dtype"]),
-                scale=float(spec["scale"]),
-                mean=tuple(float(v) for v in spec["mean"]),
-                std=tuple(float(v) for v in spec["std"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(
-                "The checkpoint does not say which input its model expects (meta['input'] with band_order, "
-                "dtype, scale, mean, std). Train it again with this plugin."
-            ) from exc
-        if not (len(result.mean) == len(result.std) == len(order)) or min(result.std, default=0) <= 0:
-            raise CheckpointError("The checkpoint's input normalisation (mean/std per band) is malformed. Retrain it.")
-        return result
-
-    def describe(self) -> str:
-        """E.g. "3 bands (red, green, blue) of type uint8"."""
-        return f"{len(self.band_order)} bands ({', '.join(self.band_order)}) of type {self.dtype}"
 
 
 def choose_bands(src: rasterio.io.DatasetReader, spec: ModelInput, bands: Sequence[int] | None) -> tuple[int, ...]:
@@ -167,27 +131,6 @@ def finish(probs: np.ndarray, nodata: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
     for i in range(0, len(tiles), size):
         yield tiles[i : i + size]
-
-
-def confidence_qml() -> str:
-    """A grey-ramp QGIS style for confidence rasters (0 % black, 100 % white, 255 transparent)."""
-    return qml_document(
-        '    <rasterrenderer type="singlebandgray" grayBand="1" gradient="BlackToWhite" opacity="1" alphaBand="-1">\n'
-        "      <rasterTransparency/>\n"
-        "      <contrastEnhancement>\n"
-        "        <minValue>0</minValue>\n"
-        "        <maxValue>100</maxValue>\n"
-        "        <algorithm>StretchToMinimumMaximum</algorithm>\n"
-        "      </contrastEnhancement>\n"
-        "    </rasterrenderer>\n"
-    )
-
-
-def write_confidence_style(raster_path: Path | str) -> Path:
-    """Write ``<raster>.qml`` with the grey ramp beside a confidence raster."""
-    qml_path = Path(raster_path).with_suffix(".qml")
-    qml_path.write_text(confidence_qml(), encoding="utf-8")
-    return qml_path
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -268,7 +211,7 @@ def predict_scene(
     config.tiling.validate()
     if config.batch_size < 0:
         raise InputError(f"The batch size must be 0 (auto) or more, got {config.batch_size}.")
-    spec = ModelInput.from_meta(meta)
+    spec = input_from_meta(meta)
     device = _model_device(model)
     precision = pick_precision(device, config.precision)
     batch_size = tiles_per_batch(config.batch_size, device)
@@ -336,7 +279,7 @@ def predict_scene(
             flush(height)
         write_style(out_path)
         if confidence_path is not None:
-            write_confidence_style(confidence_path)
+            write_style(confidence_path, confidence_qml())
     seconds = time.perf_counter() - started
     log.debug("Predicted %s in %.1f s (%d tiles)", image_path, seconds, len(tiles))
     return PredictResult(

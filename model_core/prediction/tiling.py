@@ -20,8 +20,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..errors import InputError
-
-TILE_MULTIPLE = 8  # DeepLabv3-ResNet50's output stride: tiles that divide evenly keep the grid aligned
+from ..sizing import axis_offsets, check_size
 
 
 @dataclass(frozen=True)
@@ -33,12 +32,7 @@ class TilingConfig:
 
     def validate(self) -> None:
         """Raise ``InputError`` unless the tile size is a positive multiple of 8 and the overlap below half of it."""
-        if self.tile_size_px < TILE_MULTIPLE or self.tile_size_px % TILE_MULTIPLE:
-            lower = max(TILE_MULTIPLE, self.tile_size_px // TILE_MULTIPLE * TILE_MULTIPLE)
-            raise InputError(
-                f"The tile size {self.tile_size_px} px is not a positive multiple of {TILE_MULTIPLE}. "
-                f"Use e.g. {lower} or {lower + TILE_MULTIPLE} (512 is the default)."
-            )
+        check_size(self.tile_size_px, "tile size", note=" (512 is the default)")
         if self.overlap_px < 0 or 2 * self.overlap_px >= self.tile_size_px:
             raise InputError(
                 f"The overlap {self.overlap_px} px must be at least 0 and less than half the tile size "
@@ -71,22 +65,6 @@ class Tile:
         return slice(self.row_off, self.row_off + self.height), slice(self.col_off, self.col_off + self.width)
 
 
-def axis_offsets(length_px: int, tile_size_px: int, step_px: int) -> list[int]:
-    """Tile offsets along one axis of ``length_px``: every ``step_px``, the last one shifted inward.
-
-    A length up to one tile gets a single tile at 0 (of the axis' length, see ``tile_extent``).
-    """
-    if length_px <= 0:
-        raise InputError(f"Cannot tile an axis of {length_px} px.")
-    if step_px <= 0:
-        raise InputError(f"The tile step must be positive, got {step_px} px.")
-    if length_px <= tile_size_px:
-        return [0]
-    offsets = list(range(0, length_px - tile_size_px, step_px))
-    offsets.append(length_px - tile_size_px)
-    return offsets
-
-
 def tile_extent(length_px: int, tile_size_px: int) -> int:
     """A tile's size along an axis: the tile size, or the whole axis when it is shorter."""
     return min(length_px, tile_size_px)
@@ -101,8 +79,8 @@ def plan_tiles(width: int, height: int, tile_size_px: int, overlap_px: int) -> l
     config = TilingConfig(tile_size_px, overlap_px)
     config.validate()
     th, tw = tile_extent(height, tile_size_px), tile_extent(width, tile_size_px)
-    rows = axis_offsets(height, tile_size_px, config.step_px)
-    cols = axis_offsets(width, tile_size_px, config.step_px)
+    rows = axis_offsets(height, tile_size_px, config.step_px, short_axis="one")
+    cols = axis_offsets(width, tile_size_px, config.step_px, short_axis="one")
     return [Tile(r, c, th, tw) for r in rows for c in cols]
 
 

@@ -107,8 +107,7 @@ def _start(
         return net, {}, load_weights(net, *start)
     payload = checkpoint.load_checkpoint(resume)
     state, meta = payload["state_dict"], payload["meta"]
-    if not {"mean", "std"} <= set(meta.get("input") or {}):
-        raise CheckpointError(f"{resume} does not record its input normalisation (meta['input']). Retrain.")
+    checkpoint.input_from_meta(meta, str(resume))  # refuse a checkpoint that does not record its input
     net = build(aux=config.aux or any(k.startswith("aux_classifier.") for k in state))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("aux_classifier.")]:
@@ -231,7 +230,11 @@ def _train(
             "features carry little information. Use pretrained weights (PRETRAINED coco or imagenet, or "
             'WEIGHTS_FILE), or train the "full" stage.'
         )
-    mean, std = (previous["input"]["mean"], previous["input"]["std"]) if previous else (source.mean, source.std)
+    if previous:
+        recorded = checkpoint.input_from_meta(previous, str(resume))
+        mean, std = recorded.mean, recorded.std
+    else:
+        mean, std = source.mean, source.std  # type: ignore[union-attr]
     model_lib.freeze_for(net, config.stage)  # type: ignore[arg-type]
     net.to(device=device, memory_format=torch.channels_last)
     meta = _base_meta(manifest, config, net, mean, std, previous, source)
@@ -281,14 +284,7 @@ def _base_meta(
     source: WeightsSource | None,
 ) -> dict[str, Any]:
     return {
-        "input": {
-            "bands": 3,
-            "band_order": ["red", "green", "blue"],
-            "dtype": manifest.dtype,
-            "scale": manifest.input_scale,
-            "mean": [float(v) for v in mean],
-            "std": [float(v) for v in std],
-        },
+        **checkpoint.input_to_meta(checkpoint.ModelInput.rgb(manifest.dtype, manifest.input_scale, mean, std)),
         "patch_size": manifest.patch_size,
         "aux": model_lib.has_aux(net),
         "stages": list(previous.get("stages", [])),

@@ -12,6 +12,7 @@ import rasterio
 from rasterio.warp import transform_bounds
 from scl_deeplab.model_core import scl
 from scl_deeplab.tests.l2a_builders import ORIGIN, make_item, serve_stac
+from scl_deeplab.tests.recording import RecordingFeedback
 
 LEFT, BOTTOM, RIGHT, TOP = transform_bounds(
     "EPSG:32632", "EPSG:4326", ORIGIN[0] + 100, ORIGIN[1] - 400, ORIGIN[0] + 400, ORIGIN[1] - 200)
@@ -83,9 +84,10 @@ def basic_auth_config(qgis_app):
     manager.removeAuthenticationConfig(config.id())
 
 
-def test_downloadl2a_takes_credentials_from_the_auth_manager(provider, httpserver, tmp_path, basic_auth_config):
+def test_downloadl2a_takes_credentials_from_the_auth_manager(provider, httpserver, tmp_path, basic_auth_config,
+                                                              caplog, capfd):
     import processing
-    from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProcessingException
 
     basic = "Basic cmVhZGVyOnBhNTU="  # reader:pa55
     site = serve_stac(httpserver, uuid.uuid4().hex[:8], [make_item("S2B_32TQM_20230704_0_L2A", "2023-07-04", 10.0)],
@@ -93,15 +95,20 @@ def test_downloadl2a_takes_credentials_from_the_auth_manager(provider, httpserve
     with pytest.raises(QgsProcessingException, match="refused the request \\(HTTP 403\\)"):
         processing.run("scldeeplab:downloadl2a", params(site, tmp_path / "none"))
 
-    class Log(QgsProcessingFeedback):
-        lines: list[str] = []
-
-        def pushInfo(self, info):  # noqa: N802 - QGIS's name
-            self.lines.append(info)
-
-    log = Log()
+    # Every channel the secret could leak through: the feedback's, Python logging, the QGIS log, stdout/stderr.
+    # (The plugin's own loggers down to DEBUG; pystac-client logs request headers at DEBUG, so others from INFO.)
+    caplog.set_level("INFO")
+    caplog.set_level("DEBUG", logger="scl_deeplab")
+    qgis_log: list[str] = []
+    QgsApplication.messageLog().messageReceived.connect(lambda message, *_: qgis_log.append(message))
+    feedback = RecordingFeedback()
     result = processing.run("scldeeplab:downloadl2a", params(site, tmp_path / "out", AUTH_CONFIG=basic_auth_config),
-                            context=QgsProcessingContext(), feedback=log)
+                            context=QgsProcessingContext(), feedback=feedback)
     assert result["ITEM_COUNT"] == 1
     assert {r[3] for r in site.requests if "/cogs/" in r[1]} == {basic}
-    assert log.lines and not any("pa55" in line or basic in line for line in log.lines)
+    captured = capfd.readouterr()
+    written = "".join(p.read_text(errors="replace") for p in (tmp_path / "out").iterdir() if p.suffix != ".tif")
+    assert feedback.infos
+    for where, text in {"feedback": feedback.text, "logging": caplog.text, "QGIS log": "\n".join(qgis_log),
+                        "stdout": captured.out, "stderr": captured.err, "output files": written}.items():
+        assert "pa55" not in text and basic not in text and basic.split()[1] not in text, where

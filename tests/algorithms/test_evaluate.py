@@ -93,7 +93,7 @@ def test_extent_and_image(provider, tmp_path):
         assert dis.shape == (2, 5)
 
 
-@pytest.mark.parametrize("case", ["codes", "overlap", "output"])
+@pytest.mark.parametrize("case", ["codes", "overlap", "output", "unreadable"])
 def test_bad_input_gets_a_clear_message_and_leaves_no_file(provider, tmp_path, case):
     pred = write_codes(tmp_path / "pred.tif", PRED)
     ref = write_codes(tmp_path / "ref.tif", REF)
@@ -104,6 +104,9 @@ def test_bad_input_gets_a_clear_message_and_leaves_no_file(provider, tmp_path, c
         params["REFERENCE"], message = write_codes(tmp_path / "bad.tif", bad), "codes 13 are not SCL codes"
     elif case == "overlap":
         params["REFERENCE"], message = write_codes(tmp_path / "far.tif", REF, x0=X0 + 50_000), "does not overlap"
+    elif case == "unreadable":
+        (tmp_path / "broken.tif").write_text("not a raster")
+        params["REFERENCE"], message = str(tmp_path / "broken.tif"), "Cannot read the reference SCL .*broken.tif"
     else:
         (tmp_path / "blocker").write_text("a file where a folder should be")
         params["OUTPUT_METRICS"], message = str(tmp_path / "blocker" / "m.json"), "Choose another output path"

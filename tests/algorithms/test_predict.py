@@ -9,23 +9,13 @@ import pytest
 import rasterio
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsRasterLayer
 from rasterio.transform import from_origin
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import scl, styles
 from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.prediction import predict
-from scl_deeplab.tests.models import write_random_deeplab
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(399960.0, 5000040.0, 20.0, 20.0)
 SMALL = {"TILE_SIZE": 64, "OVERLAP": 8, "DEVICE": "cpu"}  # keeps the real ResNet-50 quick on a CPU
-
-
-@pytest.fixture(scope="session")
-def deeplab_checkpoint(tmp_path_factory) -> Path:
-    """The real DeepLabv3-ResNet50 with random weights, written once per session by save_checkpoint."""
-    path = tmp_path_factory.getbasetemp() / "deeplab_random.pt"
-    if not path.exists():
-        write_random_deeplab(path)
-    return path
 
 
 def write_scene(path: Path, width: int = 96, height: int = 80, bands: int = 3, seed: int = 0) -> str:
@@ -166,4 +156,4 @@ def test_predict_through_qgis_process(deeplab_checkpoint, tmp_path, qgis_process
     with rasterio.open(tmp_path / "pred.tif") as out:
         assert out.shape == (72, 80) and out.crs == CRS
         assert set(np.unique(out.read(1)[8:])) <= set(scl.learned_codes())
-    assert (tmp_path / "pred.qml").read_text() == scl.qml()
+    assert (tmp_path / "pred.qml").read_text() == styles.scl_qml()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import scl, styles
 from scl_deeplab.tests.l2a_builders import ORIGIN, expected_tci, make_safe, zip_safe
 
 
@@ -28,7 +28,7 @@ def test_preparel2a_bands_from_a_zip_with_extent(provider, tmp_path):
         assert labels.colormap(1)[4][:3] == scl.BY_CODE[4].rgb
     assert np.array_equal(red, expected_tci(product.arrays[("B04", 20)], -1200)[5:15, 10:25])
     assert np.array_equal(codes, product.arrays[("SCL", 20)][5:15, 10:25])
-    assert (tmp_path / "scl.qml").read_text(encoding="utf-8") == scl.qml()
+    assert (tmp_path / "scl.qml").read_text(encoding="utf-8") == styles.scl_qml()
 
 
 def test_preparel2a_explains_a_missing_resolution(provider, tmp_path):

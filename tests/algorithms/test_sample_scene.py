@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import scl, styles
 
 
 def _check_scene(image: Path, labels: Path, size: int) -> np.ndarray:
@@ -16,7 +16,7 @@ def _check_scene(image: Path, labels: Path, size: int) -> np.ndarray:
         codes = lab.read(1)
         assert lab.colormap(1)[6][:3] == scl.BY_CODE[6].rgb
     assert sorted(np.unique(codes)) == list(range(12))
-    assert labels.with_suffix(".qml").read_text(encoding="utf-8") == scl.qml()
+    assert labels.with_suffix(".qml").read_text(encoding="utf-8") == styles.scl_qml()
     return codes
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from scl_deeplab.model_core.net import checkpoint
+from scl_deeplab.tests.recording import RecordingFeedback
 from scl_deeplab.tests.sample_patches import sample_patches
 
 
@@ -38,41 +39,31 @@ def params(patches: Path, folder: Path, **overrides) -> dict:
 
 def test_trainhead_writes_checkpoints_curves_and_scores(provider, patches, tmp_path, no_weights):
     import processing
-    from qgis.core import QgsProcessingFeedback
 
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines, self.steps = [], []
-
-        def pushInfo(self, info):  # noqa: N802 - QGIS's name
-            self.lines.append(info)
-
-        def setProgress(self, progress):  # noqa: N802 - QGIS's name
-            self.steps.append(progress)
-            super().setProgress(progress)
-
-    feedback = Recorder()
+    feedback = RecordingFeedback()
     result = processing.run("scldeeplab:trainhead", params(patches, tmp_path), feedback=feedback)
 
     assert result["OUTPUT_MODEL"] == str(tmp_path / "head.pt")
     assert result["LAST_MODEL"] == str(tmp_path / "head.last.pt")
     assert result["BEST_EPOCH"] in (1, 2)
-    assert 0.0 <= result["MIOU"] <= result["PIXEL_ACCURACY"] <= 1.0
+    assert 0.0 <= result["MIOU"] <= 1.0 and 0.0 <= result["PIXEL_ACCURACY"] <= 1.0
     model, meta = checkpoint.load_model(result["OUTPUT_MODEL"], "cpu")
     with torch.no_grad():
         assert model(torch.rand(2, 3, 32, 32))["out"].shape == (2, 11, 32, 32)
     assert meta["stages"][0]["stage"] == "head" and meta["stages"][0]["class_weights"] is True
     assert meta["weights_source"]["kind"] == "none" and meta["patch_size"] == 32
     best = max(meta["history"], key=lambda row: row["mean_iou"])
+    # The outputs are the best epoch's validation scores (mIoU may exceed pixel accuracy: no law orders them).
     assert result["MIOU"] == pytest.approx(best["mean_iou"])
+    assert result["PIXEL_ACCURACY"] == pytest.approx(best["pixel_accuracy"])
+    assert result["BEST_EPOCH"] == best["epoch"] == meta["epoch"]
     with open(result["OUTPUT_HISTORY"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["stage"] == "head"
     assert Path(result["OUTPUT_CURVES"]).read_bytes()[:4] == b"\x89PNG"
-    epoch_lines = [line for line in feedback.lines if line.startswith("Epoch ")]
+    epoch_lines = [line for line in feedback.infos if line.startswith("Epoch ")]
     assert len(epoch_lines) == 2 and "mIoU" in epoch_lines[1] and epoch_lines[1].split()[-1] in ("s", "saved")
-    assert any(0 < p < 50 for p in feedback.steps) and max(feedback.steps) == 100
+    assert any(0 < p < 50 for p in feedback.percents) and max(feedback.percents) == 100
 
 
 def test_trainhead_missing_coco_weights_is_a_clear_error(provider, patches, tmp_path, no_weights):

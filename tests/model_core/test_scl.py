@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from pathlib import Path
-
 import numpy as np
 from scl_deeplab.model_core import scl
-
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 
 
 def test_table_has_codes_0_to_11_and_learns_11_classes():
     assert [c.code for c in scl.SCL_CLASSES] == list(range(12))
     assert scl.NUM_CLASSES == 11
     assert scl.learned_codes() == list(range(1, 12))
-
-
-def test_shipped_qml_is_generated_from_the_table():
-    assert (RESOURCES / "scl.qml").read_text(encoding="utf-8") == scl.qml()
-
-
-def test_qml_palette_entries_match_codes_and_colours():
-    root = ET.fromstring(scl.qml().split("\n", 1)[1])
-    entries = root.findall(".//paletteEntry")
-    assert [(int(e.get("value")), e.get("color")) for e in entries] == [(c.code, c.color) for c in scl.SCL_CLASSES]
-    assert entries[0].get("alpha") == "0"
 
 
 def test_code_to_index_ignores_no_data():

@@ -15,7 +15,7 @@ from rasterio.windows import Window
 from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.data.patches import PatchConfig, make_patches, parse_bands
 from scl_deeplab.model_core.data.synthetic import make_sample_scene
-from scl_deeplab.model_core.data.windows import axis_offsets, plan_windows, split_windows, val_count
+from scl_deeplab.model_core.data.windows import plan_windows, split_windows, val_count
 from scl_deeplab.model_core.errors import (
     BandCountError,
     Canceled,
@@ -26,6 +26,8 @@ from scl_deeplab.model_core.errors import (
     RasterReadError,
 )
 from scl_deeplab.model_core.evaluation.preview import pick_patches
+from scl_deeplab.model_core.sizing import axis_offsets
+from scl_deeplab.tests.recording import RecordingProgress
 
 ORIGIN = (500000.0, 6000000.0)
 
@@ -55,13 +57,6 @@ def leftovers(parent: Path) -> list[str]:
 
 
 # --- window maths -----------------------------------------------------------------------------
-
-
-def test_axis_offsets_move_the_last_patch_inward():
-    assert axis_offsets(100, 32, 32) == [0, 32, 64, 68]
-    assert axis_offsets(96, 32, 32) == [0, 32, 64]
-    assert axis_offsets(100, 32, 24) == [0, 24, 48, 68]
-    assert axis_offsets(32, 32, 8) == [0]
 
 
 @pytest.mark.parametrize(
@@ -371,24 +366,10 @@ def test_rejects_a_mask_that_does_not_overlap(tmp_path):
 
 
 def test_cancel_leaves_nothing(tmp_path):
-    class CancelSoon:
-        calls = 0
-
-        def set_progress(self, percent):
-            self.calls += 1
-
-        def is_canceled(self):
-            return self.calls >= 3
-
-        def info(self, message):
-            pass
-
-        def warn(self, message):
-            pass
-
     image, mask, _, _ = random_scene(tmp_path, size=64)
     with pytest.raises(Canceled):
-        make_patches(image, mask, tmp_path / "out", PatchConfig(patch_size_px=16), progress=CancelSoon())
+        make_patches(image, mask, tmp_path / "out", PatchConfig(patch_size_px=16),
+                     progress=RecordingProgress(cancel_after_steps=3))
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
 

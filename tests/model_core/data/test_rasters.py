@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
-from scl_deeplab.model_core import scl
-from scl_deeplab.model_core.data.rasters import check_scl_codes, onto_grid, open_raster, write_scl, write_style
+from scl_deeplab.model_core.data.rasters import check_scl_codes, onto_grid, open_raster, write_scl
 from scl_deeplab.model_core.errors import GridError, MaskCodeError, RasterReadError
 
 
@@ -24,7 +23,6 @@ def test_write_scl_embeds_the_colour_table(tmp_path):
         assert src.colormap(1)[6] == (0, 0, 255, 255)
         assert src.nodata == 0
         assert src.crs.to_epsg() == 32633
-    assert write_style(path).read_text() == scl.qml()
 
 
 def test_coarser_grid_is_brought_onto_finer_with_nearest(tmp_path):

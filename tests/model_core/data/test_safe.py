@@ -6,31 +6,12 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.windows import Window
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import styles
 from scl_deeplab.model_core.data import safe
 from scl_deeplab.model_core.data.safe import PrepareConfig, prepare_l2a
 from scl_deeplab.model_core.errors import Canceled, GridError, InputError, MaskCodeError
 from scl_deeplab.tests.l2a_builders import ORIGIN, expected_tci, make_safe, mtd_xml, write_jp2, zip_safe
-
-
-class CancelAfter:
-    """A Progress that asks to stop after ``n`` checks."""
-
-    def __init__(self, n: int) -> None:
-        self.checks, self.n = 0, n
-
-    def set_progress(self, percent: float) -> None:
-        pass
-
-    def is_canceled(self) -> bool:
-        self.checks += 1
-        return self.checks > self.n
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
+from scl_deeplab.tests.recording import RecordingProgress
 
 
 @pytest.mark.parametrize("baseline", ["02.06", "02.14", "04.00"])
@@ -78,7 +59,7 @@ def test_bands_become_tci_pixel_by_pixel(tmp_path, baseline, layout, res):
     source_scl = product.arrays[("SCL", scl_res)]
     expected_scl = np.repeat(np.repeat(source_scl, 2, 0), 2, 1) if res == 10 else source_scl
     assert np.array_equal(codes, expected_scl)
-    assert out.baseline == baseline and (tmp_path / "scl.qml").read_text() == scl.qml()
+    assert out.baseline == baseline and (tmp_path / "scl.qml").read_text() == styles.scl_qml()
 
 
 def test_offset_is_what_changes_between_baselines(tmp_path):
@@ -198,5 +179,5 @@ def test_cancel_leaves_nothing_behind(tmp_path):
     product = make_safe(tmp_path, "04.00", resolutions=(20,))
     with pytest.raises(Canceled):
         prepare_l2a(product.path, tmp_path / "a.tif", tmp_path / "b.tif",
-                    PrepareConfig(rows_per_band=10), progress=CancelAfter(2))
+                    PrepareConfig(rows_per_band=10), progress=RecordingProgress(cancel_after_checks=2))
     assert sorted(p.name for p in tmp_path.iterdir()) == [product.path.name]

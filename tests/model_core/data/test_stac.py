@@ -14,6 +14,7 @@ from scl_deeplab.model_core.data import stac
 from scl_deeplab.model_core.data.stac import DownloadConfig, SearchConfig, download
 from scl_deeplab.model_core.errors import Canceled, CatalogueError, InputError
 from scl_deeplab.tests.l2a_builders import ORIGIN, expected_tci, make_item, serve_stac
+from scl_deeplab.tests.recording import RecordingProgress
 
 # Columns 10-39 and rows 20-39 of the 10 m grid, given in lon/lat as a map canvas would.
 CROP_UTM = (ORIGIN[0] + 100, ORIGIN[1] - 400, ORIGIN[0] + 400, ORIGIN[1] - 200)
@@ -36,28 +37,6 @@ def loopback_only(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-class Recorder:
-    """A Progress that keeps messages and can cancel when a message appears."""
-
-    def __init__(self, cancel_on: str | None = None) -> None:
-        self.messages: list[str] = []
-        self.cancel_on, self.canceled = cancel_on, False
-
-    def set_progress(self, percent: float) -> None:
-        pass
-
-    def is_canceled(self) -> bool:
-        return self.canceled
-
-    def info(self, message: str) -> None:
-        self.messages.append(message)
-        if self.cancel_on and message.startswith(self.cancel_on):
-            self.canceled = True
-
-    def warn(self, message: str) -> None:
-        self.messages.append(message)
-
-
 def site_with(httpserver, *items, **kwargs):
     # A fresh path per test: GDAL caches what it read by URL for the whole process.
     return serve_stac(httpserver, uuid.uuid4().hex[:8], list(items), **kwargs)
@@ -75,7 +54,7 @@ def fast(**overrides) -> DownloadConfig:
 
 def test_tci_and_scl_cropped_to_the_extent(httpserver, tmp_path):
     site = site_with(httpserver, make_item("S2B_32TQM_20230704_0_L2A", "2023-07-04", 12.5))
-    progress = Recorder()
+    progress = RecordingProgress()
     result = download(search_config(site), fast(source="TCI", resolution_m=10), tmp_path, progress=progress)
     arrays = site.arrays["S2B_32TQM_20230704_0_L2A"]
     with rasterio.open(tmp_path / "S2B_32TQM_20230704_0_L2A_TCI_10m.tif") as img, \
@@ -88,7 +67,7 @@ def test_tci_and_scl_cropped_to_the_extent(httpserver, tmp_path):
         scl10 = np.repeat(np.repeat(arrays["scl"], 2, 0), 2, 1)
         assert np.array_equal(labels.read(1), scl10[row:row + img.height, col:col + img.width])
         assert img.width < 40 and img.height < 30  # a crop, not the 60 x 60 tile
-    assert any("2023-07-04  tile 32TQM  cloud 12.5 %" in m for m in progress.messages)
+    assert any("2023-07-04  tile 32TQM  cloud 12.5 %" in m for m in progress.lines)
     manifest = json.loads(result.manifest.read_text())
     assert [e["id"] for e in manifest["items"]] == ["S2B_32TQM_20230704_0_L2A"]
     assert manifest["items"][0]["scl"] == "S2B_32TQM_20230704_0_L2A_SCL_10m.tif" and manifest["resolution_m"] == 10
@@ -146,7 +125,7 @@ def test_resume_after_an_interrupted_download(httpserver, tmp_path):
     site = site_with(httpserver, make_item(first, "2023-07-04", 3.0), make_item(second, "2023-07-09", 4.0))
     (tmp_path / ".old.x.part.tif").write_bytes(b"left by a killed run")
     with pytest.raises(Canceled):
-        download(search_config(site), fast(), tmp_path, progress=Recorder(cancel_on=f"{second}: reading"))
+        download(search_config(site), fast(), tmp_path, progress=RecordingProgress(cancel_on=f"{second}: reading"))
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [f"{first}_SCL_20m.qml", f"{first}_SCL_20m.tif", f"{first}_TCI_20m.tif", "manifest.json"]
     assert [e["id"] for e in json.loads((tmp_path / "manifest.json").read_text())["items"]] == [first]
@@ -176,10 +155,10 @@ def test_an_unreadable_item_is_skipped_and_the_others_kept(httpserver, tmp_path)
     site = site_with(httpserver, make_item(good, "2023-07-04", 3.0), make_item(bad, "2023-07-09", 4.0))
     prefix = site.url.rsplit("/", 1)[1]
     site.fail_next = {f"/{prefix}/cogs/{bad}/visual.tif": 10_000}  # busy for good
-    progress = Recorder()
+    progress = RecordingProgress()
     result = download(search_config(site), fast(retries=1), tmp_path, progress=progress)
     assert (result.downloaded, [e["id"] for e in result.items]) == (1, [good])
-    assert any(m.startswith(f"Skipping {bad}: cannot read it") for m in progress.messages)
+    assert any(m.startswith(f"Skipping {bad}: cannot read it") for m in progress.lines)
     assert not list(tmp_path.glob(f"{bad}*")) and not list(tmp_path.glob(".*part*"))
 
 
@@ -205,13 +184,13 @@ def test_unreachable_and_refusing_catalogues(httpserver, tmp_path, monkeypatch):
 def test_token_from_the_environment_reaches_catalogue_and_assets_but_no_log(httpserver, tmp_path, monkeypatch):
     site = site_with(httpserver, make_item("S2B_32TQM_20230704_0_L2A", "2023-07-04", 3.0), auth="Bearer s3cret")
     monkeypatch.setenv(stac.TOKEN_ENV, "s3cret")
-    progress = Recorder()
+    progress = RecordingProgress()
     result = download(search_config(site), fast(), tmp_path, progress=progress)
     assert result.downloaded == 1
     assert {r[3] for r in site.requests} == {"Bearer s3cret"}
     cog_requests = [r for r in site.requests if "/cogs/" in r[1]]
     assert cog_requests
-    assert not any("s3cret" in m for m in progress.messages)
+    assert not any("s3cret" in m for m in progress.lines)
     assert "s3cret" not in result.manifest.read_text()
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import scl, styles
 from scl_deeplab.model_core.data.noise import SmoothField
 from scl_deeplab.model_core.data.synthetic import make_sample_scene
 from scl_deeplab.model_core.errors import Canceled
+from scl_deeplab.tests.recording import RecordingProgress
 
 
 def _read(scene):
@@ -26,7 +27,7 @@ def test_scene_is_georeferenced_utm_20m_with_colour_table(tmp_path):
         assert profile["transform"].a == 20.0 and profile["transform"].e == -20.0
     assert img["transform"] == lab["transform"]
     assert colours[4][:3] == scl.BY_CODE[4].rgb and colours[9][:3] == (255, 255, 255)
-    assert (tmp_path / "scl.qml").read_text(encoding="utf-8") == scl.qml()
+    assert (tmp_path / "scl.qml").read_text(encoding="utf-8") == styles.scl_qml()
 
 
 @pytest.mark.parametrize("width,height,seed", [(128, 128, 0), (128, 128, 7), (64, 64, 3), (300, 96, 11)])
@@ -78,24 +79,9 @@ def test_uint16_scene_is_reflectance_numbers(tmp_path):
 
 
 def test_cancel_leaves_no_file(tmp_path):
-    class CancelAfterFirstBand:
-        def __init__(self):
-            self.calls = 0
-
-        def set_progress(self, percent):
-            self.calls += 1
-
-        def is_canceled(self):
-            return self.calls > 0
-
-        def info(self, message):
-            pass
-
-        def warn(self, message):
-            pass
-
     with pytest.raises(Canceled):
-        make_sample_scene(tmp_path / "s.tif", tmp_path / "l.tif", size=600, progress=CancelAfterFirstBand())
+        make_sample_scene(tmp_path / "s.tif", tmp_path / "l.tif", size=600,
+                          progress=RecordingProgress(cancel_after_steps=1))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
-from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.errors import Canceled, GridError, InputError, MaskCodeError, OutputError
 from scl_deeplab.model_core.evaluation.evaluate import EvaluationOutputs, evaluate_scene, evaluate_to_files
 from scl_deeplab.model_core.evaluation.report import row_normalised
+from scl_deeplab.tests.recording import RecordingProgress
 
 CRS = "EPSG:32633"
 X0, Y0, PX = 399960.0, 5000040.0, 20.0
@@ -194,24 +194,10 @@ def test_unwritable_output_is_refused(tmp_path):
     assert_nothing_written(tmp_path / "ok")
 
 
-class Canceling:
-    def set_progress(self, percent: float) -> None:
-        pass
-
-    def is_canceled(self) -> bool:
-        return True
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
-
-
 def test_cancel_leaves_no_file(tmp_path):
     with pytest.raises(Canceled):
         evaluate_to_files(write_codes(tmp_path / "pred.tif", PRED), write_codes(tmp_path / "ref.tif", REF),
-                          all_outputs(tmp_path / "out"), progress=Canceling())
+                          all_outputs(tmp_path / "out"), progress=RecordingProgress(canceled=True))
     assert_nothing_written(tmp_path / "out")
 
 
@@ -222,15 +208,18 @@ def test_large_raster_is_read_in_blocks(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 12, size=(50, 40)).astype(np.uint8)
     pred = rng.integers(0, 12, size=(50, 40)).astype(np.uint8)
-    out = EvaluationOutputs(disagreement=tmp_path / "d.tif")
-    ev = evaluate_to_files(write_codes(tmp_path / "p.tif", pred), write_codes(tmp_path / "r.tif", ref), out)
+    out, progress = EvaluationOutputs(disagreement=tmp_path / "d.tif"), RecordingProgress()
+    ev = evaluate_to_files(write_codes(tmp_path / "p.tif", pred), write_codes(tmp_path / "r.tif", ref), out,
+                           progress=progress)
     from scl_deeplab.model_core.evaluation.metrics import confusion_from_codes
 
     assert (ev.scores.matrix == confusion_from_codes(ref, pred)).all()
     with rasterio.open(out.disagreement) as dis:
         differ = (ref != pred) & (ref > 0) & (pred > 0)
         assert (dis.read(1) == np.where(differ, ref, 0)).all()
-    assert scl.NUM_CLASSES == 11
+    # 50 rows in blocks of at most 7 rows: eight blocks, one progress step each (on the first 70 % of the bar)
+    assert progress.percents[:8] == pytest.approx([70 * (i + 1) / 8 for i in range(8)])
+    assert progress.percents[8] > 70
 
 
 def test_command_line_evaluates(tmp_path, capsys):

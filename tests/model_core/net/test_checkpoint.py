@@ -12,14 +12,8 @@ from scl_deeplab.model_core.errors import CheckpointError
 from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.net.model import build_model
 
-INPUT = {
-    "bands": 3,
-    "band_order": ["red", "green", "blue"],
-    "dtype": "uint8",
-    "scale": 255.0,
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
-}
+SPEC = checkpoint.ModelInput.rgb("uint8", 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+INPUT_META = checkpoint.input_to_meta(SPEC)
 SMALL_STATE = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
 
 
@@ -32,7 +26,7 @@ def deeplab() -> torch.nn.Module:
 def test_round_trip_through_load_model(deeplab, tmp_path):
     path = tmp_path / "model.pt"
     history = [{"epoch": 1, "stage": "head", "mean_iou": 0.25, "iou": [0.5] + [None] * 10}]
-    checkpoint.save_checkpoint(path, deeplab.state_dict(), {"input": INPUT, "patch_size": 64, "history": history})
+    checkpoint.save_checkpoint(path, deeplab.state_dict(), {**INPUT_META, "patch_size": 64, "history": history})
 
     model, meta = checkpoint.load_model(path, "cpu")
 
@@ -45,7 +39,7 @@ def test_round_trip_through_load_model(deeplab, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x)["out"], deeplab(x)["out"])
         assert model(x)["out"].shape == (2, scl.NUM_CLASSES, 32, 32)
-    assert meta["input"] == INPUT
+    assert meta["input"] == INPUT_META["input"] and checkpoint.input_from_meta(meta) == SPEC
     assert meta["patch_size"] == 64
     assert meta["history"] == history
     assert meta["architecture"] == "deeplabv3_resnet50"
@@ -56,7 +50,7 @@ def test_round_trip_through_load_model(deeplab, tmp_path):
 
 def test_payload_opens_with_weights_only(tmp_path):
     path = tmp_path / "small.pt"
-    checkpoint.save_checkpoint(path, SMALL_STATE, {"input": INPUT, "score": torch.tensor(0.5).numpy()})
+    checkpoint.save_checkpoint(path, SMALL_STATE, {**INPUT_META, "score": torch.tensor(0.5).numpy()})
     payload = torch.load(path, map_location="cpu", weights_only=True)
     assert payload["format"] == "scl-deeplab-checkpoint"
     assert payload["version"] == checkpoint.VERSION
@@ -134,14 +128,14 @@ def test_rejects_another_architecture(tmp_path):
 
 def test_load_model_rejects_weights_of_another_shape(tmp_path):
     path = tmp_path / "small.pt"
-    checkpoint.save_checkpoint(path, SMALL_STATE, {"input": INPUT})
+    checkpoint.save_checkpoint(path, SMALL_STATE, INPUT_META)
     with pytest.raises(CheckpointError, match="do not fit DeepLabv3-ResNet50 with 11 classes"):
         checkpoint.load_model(path)
 
 
 def test_failing_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "model.pt"
-    checkpoint.save_checkpoint(path, SMALL_STATE, {"input": INPUT, "epoch": 1})
+    checkpoint.save_checkpoint(path, SMALL_STATE, {**INPUT_META, "epoch": 1})
     before = path.read_bytes()
 
     def half_write(obj, f):
@@ -150,7 +144,7 @@ def test_failing_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint.torch, "save", half_write)
     with pytest.raises(OSError, match="No space left"):
-        checkpoint.save_checkpoint(path, {"w": torch.zeros(2, 3)}, {"input": INPUT, "epoch": 2})
+        checkpoint.save_checkpoint(path, {"w": torch.zeros(2, 3)}, {**INPUT_META, "epoch": 2})
     monkeypatch.undo()
 
     assert path.read_bytes() == before
@@ -163,3 +157,22 @@ def test_metadata_that_is_not_plain_is_refused_before_writing(tmp_path):
     with pytest.raises(TypeError, match=r"meta\.when is a object"):
         checkpoint.save_checkpoint(path, SMALL_STATE, {"when": object()})
     assert not path.exists()
+
+
+def test_input_record_has_the_documented_fields_and_reads_back():
+    assert INPUT_META == {"input": {
+        "bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
+        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    assert checkpoint.input_from_meta(INPUT_META) == SPEC
+    assert SPEC.describe() == "3 bands (red, green, blue) of type uint8"
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"input": None}, "does not say which input"),
+    ({"input": {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}}, "does not say which input"),
+    ({"input": {**INPUT_META["input"], "std": [0.2, 0.0, 0.2]}}, "malformed"),
+    ({"input": {**INPUT_META["input"], "mean": [0.5, 0.5]}}, "malformed"),
+])
+def test_incomplete_or_malformed_input_record_is_refused(change, match):
+    with pytest.raises(CheckpointError, match=f"^model.pt.*{match}"):
+        checkpoint.input_from_meta({**INPUT_META, **change}, "model.pt")

@@ -10,14 +10,14 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 from scl_deeplab.model_core import scl
+from scl_deeplab.model_core.net.checkpoint import ModelInput, input_to_meta
 from scl_deeplab.model_core.net.fast import output_stride_16, to_stride_8
 from scl_deeplab.model_core.net.model import build_model
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene
 from scl_deeplab.model_core.prediction.tiling import TilingConfig
 from scl_deeplab.tests.models import colour_blocks, fit_last_layer
 
-META = {"input": {"bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
-                  "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+META = input_to_meta(ModelInput.rgb("uint8", 255.0, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
 SIDE = 192
 # Three flat regions: vegetation (left), water (top right), cloud (bottom right).
 FAST_AGREEMENT = 0.97  # the target; edges of regions are where the two modes may differ

@@ -13,8 +13,7 @@ from scl_deeplab.model_core.net import checkpoint, model
 from scl_deeplab.model_core.training.train import TrainConfig, train
 from torch import nn
 
-INPUT = {"bands": 3, "band_order": ["red", "green", "blue"], "dtype": "uint8", "scale": 255.0,
-         "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
+INPUT = checkpoint.input_to_meta(checkpoint.ModelInput.rgb("uint8", 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def start(tmp_path_factory) -> Path:
     """A checkpoint of a randomly initialised model, to train each stage from."""
     path = tmp_path_factory.mktemp("start") / "start.pt"
     torch.manual_seed(1)
-    checkpoint.save_checkpoint(path, model.build_model().state_dict(), {"input": INPUT, "patch_size": 32, "history": []})
+    checkpoint.save_checkpoint(path, model.build_model().state_dict(), {**INPUT, "patch_size": 32, "history": []})
     return path
 
 

@@ -141,7 +141,7 @@ def test_weights_file_wins_over_pretrained(torch_home, weight_files):
 def test_weights_file_can_be_one_of_our_checkpoints(tmp_path):
     torch.manual_seed(4)
     trained = build_model()
-    meta = {"input": {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}}
+    meta = checkpoint.input_to_meta(checkpoint.ModelInput.rgb("uint8", 255.0, (0.1, 0.2, 0.3), (0.4, 0.5, 0.6)))
     checkpoint.save_checkpoint(tmp_path / "ours.pt", trained.state_dict(), meta)
     net = build_model(aux=True)
     source = weights.initialise(net, "none", weights_file=tmp_path / "ours.pt")

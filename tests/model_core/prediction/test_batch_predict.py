@@ -33,18 +33,11 @@ from scl_deeplab.model_core.prediction.batch_predict import (
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
 from scl_deeplab.model_core.prediction.tiling import TilingConfig
 from scl_deeplab.model_core.training.distributed import Ranks
-from scl_deeplab.tests.models import write_random_deeplab
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(399960.0, 5000040.0, 20.0, 20.0)
 CONFIG = PredictConfig(tiling=TilingConfig(64, 0), device="cpu", precision="float32")
 SMALL = ["--tile-size", "64", "--overlap", "0", "--device", "cpu", "--precision", "float32"]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    """The real DeepLabv3-ResNet50 with random weights, written by save_checkpoint."""
-    return write_random_deeplab(tmp_path_factory.mktemp("model") / "deeplab_random.pt")
 
 
 def write_scene(path: Path, size: int = 64, *, bands: int = 3, seed: int = 0) -> Path:
@@ -164,7 +157,7 @@ def test_merge_lists_every_scene_once_sorted_with_counts():
 
 # --- one process: the command line without torchrun -----------------------------------------------------------------
 
-def test_one_process_records_a_failed_scene_and_goes_on(tmp_path, model_path, monkeypatch, capsys):
+def test_one_process_records_a_failed_scene_and_goes_on(tmp_path, deeplab_checkpoint, monkeypatch, capsys):
     from scl_deeplab.model_core.cli.main import main
 
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
@@ -175,7 +168,7 @@ def test_one_process_records_a_failed_scene_and_goes_on(tmp_path, model_path, mo
     out = tmp_path / "out"
     out.mkdir()
     (out / ".a_scl.x1y2.part.tif").write_bytes(b"half")  # left by a killed run
-    code = main(["predict", "--scenes", str(tmp_path / "in"), "--model", str(model_path), *SMALL,
+    code = main(["predict", "--scenes", str(tmp_path / "in"), "--model", str(deeplab_checkpoint), *SMALL,
                  "--output-folder", str(out), "--confidence"])
     assert code == 1
     summary = json.loads(capsys.readouterr().out)
@@ -190,11 +183,11 @@ def test_one_process_records_a_failed_scene_and_goes_on(tmp_path, model_path, mo
     assert json.loads(rank_manifest_path(out, 0).read_text())["scenes"] == manifest["scenes"]
 
 
-def test_scene_mode_options_are_checked(tmp_path, model_path):
+def test_scene_mode_options_are_checked(tmp_path, deeplab_checkpoint):
     from scl_deeplab.model_core.cli.main import main
 
     write_scene(tmp_path / "a.tif")
-    base = ["predict", "--model", str(model_path), *SMALL]
+    base = ["predict", "--model", str(deeplab_checkpoint), *SMALL]
     assert main([*base, "--scenes", str(tmp_path), "--output", str(tmp_path / "x.tif")]) == 1
     assert main([*base, "--scenes", str(tmp_path), "--output-folder", str(tmp_path)]) == 1  # would eat its outputs
     assert main([*base, "--input", str(tmp_path / "a.tif"), "--output-folder", str(tmp_path / "o")]) == 1
@@ -211,13 +204,13 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
 
 
-def test_two_ranks_share_three_scenes_match_one_process_and_a_rerun_skips(tmp_path, model_path):
+def test_two_ranks_share_three_scenes_match_one_process_and_a_rerun_skips(tmp_path, deeplab_checkpoint):
     scenes = [write_scene(tmp_path / f"{name}.tif", seed=i) for i, name in enumerate("abc")]
     write_scene(tmp_path / "d.tif", bands=1)  # fails on its rank; the others go on
     listing = tmp_path / "scenes.txt"
     listing.write_text("# three scenes and a bad one\nc.tif\nd.tif\na.tif\n\nb.tif\n")
     out = tmp_path / "out"
-    args = ["--scenes", str(listing), "--model", str(model_path), *SMALL, "--output-folder", str(out)]
+    args = ["--scenes", str(listing), "--model", str(deeplab_checkpoint), *SMALL, "--output-folder", str(out)]
 
     run = torchrun(*args)
     assert run.returncode != 0
@@ -237,7 +230,7 @@ def test_two_ranks_share_three_scenes_match_one_process_and_a_rerun_skips(tmp_pa
     torch.set_num_threads(1)
     try:
         for scene in scenes:
-            predict_scene_from_checkpoint(scene, model_path, tmp_path / f"{scene.stem}_single.tif", CONFIG)
+            predict_scene_from_checkpoint(scene, deeplab_checkpoint, tmp_path / f"{scene.stem}_single.tif", CONFIG)
     finally:
         torch.set_num_threads(threads)
         predict.clear_model_cache()

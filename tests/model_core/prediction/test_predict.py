@@ -9,25 +9,18 @@ import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
-from scl_deeplab.model_core import scl
+from scl_deeplab.model_core import scl, styles
 from scl_deeplab.model_core.errors import BandCountError, Canceled, CheckpointError, InputError, OutputError
 from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.prediction import predict
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene, predict_scene_from_checkpoint
 from scl_deeplab.model_core.prediction.tiling import TilingConfig, plan_tiles
+from scl_deeplab.tests.recording import RecordingProgress
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(399960.0, 5000040.0, 20.0, 20.0)
-META = {
-    "input": {
-        "bands": 3,
-        "band_order": ["red", "green", "blue"],
-        "dtype": "uint8",
-        "scale": 255.0,
-        "mean": [0.4, 0.5, 0.6],
-        "std": [0.2, 0.25, 0.3],
-    }
-}
+SPEC = checkpoint.ModelInput.rgb("uint8", 255.0, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+META = checkpoint.input_to_meta(SPEC)
 RECEPTIVE_RADIUS_PX = 2  # two stacked 3x3 convolutions
 
 
@@ -58,10 +51,9 @@ def write_scene(path: Path, width: int, height: int, *, bands: int = 3, dtype: s
 
 
 def whole_scene(model: torch.nn.Module, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes and probabilities of the whole scene in one forward pass, normalised as META says."""
-    spec = META["input"]
-    x = (raw.astype(np.float32) / 255.0 - np.array(spec["mean"], np.float32)[:, None, None]) / np.array(
-        spec["std"], np.float32
+    """Codes and probabilities of the whole scene in one forward pass, normalised as SPEC says."""
+    x = (raw.astype(np.float32) / 255.0 - np.array(SPEC.mean, np.float32)[:, None, None]) / np.array(
+        SPEC.std, np.float32
     )[:, None, None]
     with torch.no_grad():
         probs = model(torch.from_numpy(x)[None])["out"].softmax(1)[0].numpy()
@@ -130,7 +122,7 @@ def test_output_keeps_grid_nodata_colours_and_style(tmp_path):
     assert (codes[:20, :30] == 0).all()
     assert codes[100, 100] != 0  # one band 0 is a dark pixel, not no data
     assert set(np.unique(codes[20:])) <= set(scl.learned_codes())
-    assert (tmp_path / "pred.qml").read_text() == scl.qml()
+    assert (tmp_path / "pred.qml").read_text() == styles.scl_qml()
     # Row bands (flushed at rows 112, 132, 260) cut across the file's 256 x 256 blocks: still the right codes.
     expected, _ = whole_scene(model, raw)
     far = ~near_inner_tile_edges(300, 260, 128, 16, RECEPTIVE_RADIUS_PX)
@@ -209,58 +201,26 @@ def test_unwritable_output_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "scene.tif"]
 
 
-class CancelAfter:
-    """A progress that asks to stop after ``n`` checks."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.checks, self.percent = n, 0, []
-
-    def set_progress(self, percent: float) -> None:
-        self.percent.append(percent)
-
-    def is_canceled(self) -> bool:
-        self.checks += 1
-        return self.checks > self.n
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
-
-
 def test_cancel_stops_between_batches_and_leaves_no_file(tmp_path):
     write_scene(tmp_path / "scene.tif", 200, 150)
-    progress = CancelAfter(2)
+    progress = RecordingProgress(cancel_after_checks=2)
     with pytest.raises(Canceled):
         predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "pred.tif", config(batch_size=2),
                       confidence_path=tmp_path / "conf.tif", progress=progress)
-    assert progress.percent == [100 * 2 / 12, 100 * 4 / 12]  # 12 tiles, stopped after two batches
+    assert progress.percents == [100 * 2 / 12, 100 * 4 / 12]  # 12 tiles, stopped after two batches
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 
 def test_default_batch_is_one_tile_on_a_cpu_and_an_explicit_one_is_kept(tmp_path):
     write_scene(tmp_path / "scene.tif", 200, 150)  # 12 tiles of 64 px with 16 px overlap
     for batch_size, checks in ((0, 12), (5, 3)):
-        progress = CancelAfter(1000)
+        progress = RecordingProgress()
         predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / f"pred_{batch_size}.tif",
                       config(batch_size=batch_size), progress=progress)
-        assert len(progress.percent) == checks  # one progress step per batch
+        assert len(progress.percents) == checks  # one progress step per batch
     assert predict.tiles_per_batch(0, torch.device("cuda")) == 4
     with pytest.raises(InputError, match="0 \\(auto\\) or more"):
         predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "bad.tif", config(batch_size=-1))
-
-
-# The real DeepLabv3-ResNet50 (random weights), saved once per session with the real checkpoint writer.
-@pytest.fixture(scope="session")
-def deeplab_checkpoint(tmp_path_factory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "deeplab_random.pt"
-    if not path.exists():
-        from scl_deeplab.model_core.net.model import build_model
-
-        torch.manual_seed(0)
-        checkpoint.save_checkpoint(path, build_model().state_dict(), {**META, "patch_size": 64})
-    return path
 
 
 def test_batch_of_scenes_loads_the_checkpoint_once(tmp_path, deeplab_checkpoint, monkeypatch):

@@ -8,7 +8,6 @@ from scl_deeplab.model_core.errors import InputError
 from scl_deeplab.model_core.prediction.tiling import (
     RowBand,
     TilingConfig,
-    axis_offsets,
     blend_weights,
     plan_tiles,
     ramp,
@@ -30,21 +29,6 @@ def test_every_pixel_is_covered_and_no_tile_leaves_the_scene(tile, overlap):
                 assert (t.height, t.width) == (min(tile, height), min(tile, width))
                 counts[t.slices] += 1
             assert (counts >= 1).all(), (width, height)
-
-
-def test_offsets_step_by_tile_minus_overlap_and_last_tile_shifts_inward():
-    assert axis_offsets(1000, 512, 448) == [0, 448, 488]
-    assert axis_offsets(960, 512, 448) == [0, 448]  # exact fit: no duplicate last tile
-    assert axis_offsets(512, 512, 448) == [0]
-    assert axis_offsets(100, 512, 448) == [0]  # smaller than one tile
-
-
-@pytest.mark.parametrize("length", [129, 241, 300, 1000, 5490])
-def test_neighbouring_tiles_overlap_by_at_least_the_overlap(length):
-    offsets = axis_offsets(length, 128, 128 - 16)
-    gaps = np.diff(offsets)
-    assert (gaps > 0).all() and (gaps <= 112).all()  # overlap = 128 - gap >= 16
-    assert offsets[-1] + 128 == length
 
 
 def test_tile_rows_group_by_row_in_order():

@@ -135,4 +135,7 @@ def test_command_line_under_torchrun_writes_once_and_resumes_with_other_process_
     meta = checkpoint.load_checkpoint(tmp_path / "model3.pt")["meta"]
     assert [row["epoch"] for row in meta["history"]] == [1, 2, 3]
     assert [(s["stage"], s["processes"]) for s in meta["stages"]] == [("full", 2), ("head", 1), ("layer4", 2)]
-    assert not list(tmp_path.glob("*.tmp*"))
+    # Each run wrote its files once (rank 0) and atomically: no temporary ".<name>.*.part.*" file is left.
+    expected = [f"{stem}{end}" for stem in ("model", "model2", "model3")
+                for end in (".last.pt", ".pt", "_curves.history.csv", "_curves.history.json", "_curves.png")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)

@@ -25,6 +25,7 @@ from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.training import curves
 from scl_deeplab.model_core.training.dataset import PatchDataset, class_weights, load_manifest, loaders
 from scl_deeplab.model_core.training.train import TrainConfig, train
+from scl_deeplab.tests.recording import RecordingProgress
 from torch import nn
 
 SIZE = 32
@@ -212,28 +213,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(patches, tmp_path):
     assert checkpoint.load_checkpoint(checkpoint.last_path(out))["meta"]["epoch"] == 1
 
 
-class CancelAfterFirstEpoch:
-    """Progress that asks to stop once an epoch line was logged."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.percent: list[float] = []
-
-    def set_progress(self, percent: float) -> None:
-        self.percent.append(percent)
-
-    def is_canceled(self) -> bool:
-        return any(line.startswith("Epoch") for line in self.lines)
-
-    def info(self, message: str) -> None:
-        self.lines.append(message)
-
-    def warn(self, message: str) -> None:
-        self.lines.append(message)
-
-
 def test_cancel_mid_epoch_keeps_the_complete_epoch(patches, tmp_path):
-    out, progress = tmp_path / "m.pt", CancelAfterFirstEpoch()
+    out, progress = tmp_path / "m.pt", RecordingProgress(cancel_on="Epoch")
     with pytest.raises(Canceled, match=r"Canceled during epoch 2\. .*best \(epoch 1"):
         train(patches, FAST, out, build=stand_in(), progress=progress)
     assert checkpoint.load_checkpoint(out)["meta"]["epoch"] == 1
@@ -241,7 +222,7 @@ def test_cancel_mid_epoch_keeps_the_complete_epoch(patches, tmp_path):
     assert len(epoch_lines) == 1
     assert epoch_lines[0].startswith("Epoch 1 (full, 1/4): train loss ") and " mIoU " in epoch_lines[0]
     assert epoch_lines[0].endswith("s - best so far, saved")
-    assert 25 <= max(progress.percent) < 50  # progress moved within and past the first of four epochs
+    assert 25 <= max(progress.percents) < 50  # progress moved within and past the first of four epochs
 
 
 def test_out_of_memory_suggests_a_smaller_batch(patches, tmp_path):
