@@ -1,7 +1,10 @@
-"""``setup-runtime``: make a worker Python for the plugin, a venv with the pinned PyTorch, torchvision and rasterio.
+"""Make a worker Python for the plugin: a venv with the pinned PyTorch, torchvision and rasterio.
 
-The venv comes from a base Python (``--python``, else this one when it is a real interpreter, else
-``python3`` on PATH) and pip installs only into it, never into QGIS's own site-packages. PyTorch comes
+``python -m scl_deeplab.runtime.setup --target FOLDER`` (also spelt ``python -m scl_deeplab.model_core
+setup-runtime``); the plugin's *Set up PyTorch runtime* runs it with ``--json-lines`` (runtime/child.py).
+
+The venv comes from a base Python (``--python``, else this Python's interpreter, else ``python3`` on
+PATH) and pip installs only into it, never into QGIS's own site-packages. PyTorch comes
 from its own wheel index, CPU or CUDA: with ``--cuda auto`` the CUDA version that ``nvidia-smi`` reports
 for the driver picks the newest CUDA build it can run, and the choice and its reason are reported.
 Afterwards the venv's Python imports everything and reports its versions and devices; on failure a venv
@@ -30,27 +33,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import Canceled, SclDeepLabError
-from ..progress import SILENT, Progress
+from ..model_core.errors import Canceled, SclDeepLabError
+from ..model_core.progress import SILENT, Progress
+from .child import PACKAGE_DIR
+from .errors import RuntimeSetupError
+from .interpreter import this_python
 
 log = logging.getLogger(__name__)
 
 # The same pins as requirements.txt and constraints.txt (tests/test_setup_runtime.py compares them).
 TORCH_REQUIREMENTS = ("torch==2.14.1", "torchvision==0.29.1")
-KEEP = ("numpy<2", "affine<3")
+KEEP = ("numpy<2", "affine<3")  # numpy<2 only where it fits the base Python: see numpy_requirements
+# Python 3.13 (Debian 13, QGIS 3.40) has no numpy 1.x wheels; its own numpy is 2.x.
+NUMPY_1_UNTIL = (3, 13)
 # What the worker needs besides PyTorch: rasters, and matplotlib for the learning curves.
 SUPPORT_REQUIREMENTS = ("rasterio>=1.3,<1.5", "matplotlib>=3.6,<4")
 TORCH_INDEX = "https://download.pytorch.org/whl/{tag}"
 # The CUDA builds published for the pinned torch, oldest first: update together with the pins.
 CUDA_TAGS = ("cu126", "cu128", "cu130")
 BASE_PTH = "_scl_deeplab_base.pth"
-PACKAGE_DIR = Path(__file__).parent.parent  # the plugin folder, not resolved: it may be a link
 
 PROBE = (
-    "import json, sys, sysconfig, importlib.util\n"
+    "import json, sys, sysconfig, importlib.util, importlib.metadata\n"
     "pip = importlib.util.find_spec('pip') is not None and __import__('pip').__version__\n"
+    "numpy = importlib.util.find_spec('numpy') is not None and importlib.metadata.version('numpy')\n"
     "print(json.dumps({'executable': sys.executable, 'version': list(sys.version_info[:3]),\n"
-    "    'is_venv': sys.prefix != sys.base_prefix, 'pip': pip or '',\n"
+    "    'is_venv': sys.prefix != sys.base_prefix, 'pip': pip or '', 'numpy': numpy or '',\n"
     "    'site_packages': sorted({sysconfig.get_path('purelib'), sysconfig.get_path('platlib')})}))\n"
 )
 VERIFY = (
@@ -60,10 +68,6 @@ VERIFY = (
     "report['matplotlib_version'] = package_version('matplotlib')\n"
     "print(json.dumps(report))\n"
 )
-
-
-class RuntimeSetupError(SclDeepLabError):
-    """The worker runtime could not be set up; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class BasePython:
     is_venv: bool
     pip: str
     site_packages: tuple[str, ...]
+    numpy: str = ""  # the version its site-packages hold, "" when none
 
 
 @dataclass(frozen=True)
@@ -158,12 +163,10 @@ def choose_variant(cuda: str) -> Variant:
 
 
 def pick_base_python(given: str | None) -> str:
-    """``given``, else this interpreter when it is a real Python (inside QGIS it is often QGIS), else python3."""
+    """``given``, else this Python's interpreter, else python3 on PATH."""
     if given:
         return given
-    if Path(sys.executable).name.lower().startswith("python"):
-        return sys.executable
-    found = shutil.which("python3") or shutil.which("python")
+    found = this_python() or shutil.which("python3") or shutil.which("python")
     if found is None:
         raise RuntimeSetupError("Found no Python to make the venv from: give one with --python.")
     return found
@@ -189,11 +192,21 @@ def probe_python(python: str) -> BasePython:
                                 f"{proc.stderr.strip()[-500:]}. Give another one with --python.")
     facts = json.loads(proc.stdout)
     base = BasePython(shutil.which(python) or python, tuple(facts["version"]), facts["is_venv"], facts["pip"],
-                      tuple(facts["site_packages"]))
+                      tuple(facts["site_packages"]), facts.get("numpy", ""))
     if base.version < (3, 10):
         raise RuntimeSetupError(f"{TORCH_REQUIREMENTS[0]} needs Python 3.10 or newer; {python} is "
                                 f"{'.'.join(map(str, base.version))}. Give a newer one with --python.")
     return base
+
+
+def numpy_requirements(python_version: tuple[int, ...], numpy_version: str) -> tuple[str, ...]:
+    """``("numpy<2",)`` where the base Python has numpy 1.x, or none and is older than 3.13; else no pin.
+
+    A base with numpy 2 (Debian 13) keeps its own: pip then leaves it alone under --system-site-packages.
+    """
+    if numpy_version:
+        return ("numpy<2",) if numpy_version.split(".")[0] == "1" else ()
+    return ("numpy<2",) if tuple(python_version[:2]) < NUMPY_1_UNTIL else ()
 
 
 def pip_command(python: Path, requirements: tuple[str, ...], index_url: str | None,
@@ -225,10 +238,12 @@ def make_plan(target: Path, *, cuda: str = "auto", python: str | None = None, sy
     venv += ["--system-site-packages"] * system_site_packages + ["--without-pip"] * reuse_pip + [str(target)]
     worker = venv_python(target)
     commands = [] if reuse else [("create the venv", venv)]
+    numpy = numpy_requirements(base.version, base.numpy)
+    keep = numpy + tuple(pin for pin in KEEP if not pin.startswith("numpy"))
     commands += [
         (f"install PyTorch ({variant.tag} wheels)",
-         pip_command(worker, TORCH_REQUIREMENTS + KEEP[:1], variant.index_url, find_links)),
-        ("install rasterio and matplotlib", pip_command(worker, SUPPORT_REQUIREMENTS + KEEP, None, find_links)),
+         pip_command(worker, TORCH_REQUIREMENTS + numpy, variant.index_url, find_links)),
+        ("install rasterio and matplotlib", pip_command(worker, SUPPORT_REQUIREMENTS + keep, None, find_links)),
     ]
     link = base.site_packages if system_site_packages and base.is_venv else ()
     return Plan(target, base, variant, system_site_packages, reuse, commands, link)
@@ -370,11 +385,10 @@ def setup_runtime(target: Path, *, cuda: str = "auto", python: str | None = None
     return run_plan(plan, progress)
 
 
-def add_setup_runtime(subparsers: Any) -> None:
-    """The ``setup-runtime`` subcommand."""
-    p = subparsers.add_parser(
-        "setup-runtime",
-        help="make a worker Python: a venv with the pinned PyTorch, torchvision and rasterio",
+def parser() -> argparse.ArgumentParser:
+    """The command line's options."""
+    p = argparse.ArgumentParser(
+        prog=f"python -m {PACKAGE_DIR.name}.runtime.setup",
         description="Create a venv in --target from a base Python and pip-install the pinned PyTorch (CPU or CUDA "
         "wheels), torchvision, rasterio and matplotlib into it, then check it. Prints the worker Python to set "
         "as WORKER_PYTHON. Nothing is installed outside --target.",
@@ -388,32 +402,43 @@ def add_setup_runtime(subparsers: Any) -> None:
     p.add_argument("--find-links", type=Path, metavar="FOLDER", help="install offline from a folder of wheels")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--json-lines", action="store_true",
-                   help="report progress, log and result as JSON lines on stdout (as the job subcommand does)")
-    p.set_defaults(func=run_setup_runtime)
+                   help="report progress, log and result as JSON lines on stdout (as the worker's jobs do)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also log developer detail")
+    return p
 
 
 def _terminated(signum: int, frame: object) -> None:
     raise Canceled("Canceled by the user; the unfinished runtime was removed.")
 
 
-def run_setup_runtime(args: argparse.Namespace) -> int:
-    """Run ``setup-runtime`` from parsed arguments."""
-    from ..progress import PrintProgress
-    from .job import JsonLinesProgress
-    from .output import emit
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and set up the runtime; exit code 0, 1 after an error, 130 when canceled."""
+    from ..model_core.cli.job import JsonLinesProgress
+    from ..model_core.cli.output import emit
+    from ..model_core.progress import PrintProgress
 
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S")
     # The plugin cancels with SIGTERM: raising here removes the half-made venv.
     signal.signal(signal.SIGTERM, _terminated)
     options = {"cuda": args.cuda, "python": args.python, "system_site_packages": args.system_site_packages,
                "find_links": args.find_links, "dry_run": args.dry_run}
-    if not args.json_lines:
-        emit(setup_runtime(args.target, progress=PrintProgress(), **options))
-        return 0
-    progress = JsonLinesProgress(sys.stdout)
+    progress = JsonLinesProgress(sys.stdout) if args.json_lines else PrintProgress()
     try:
         result = setup_runtime(args.target, progress=progress, **options)
     except SclDeepLabError as exc:
-        progress.send({"type": "error", "kind": type(exc).__name__, "message": str(exc), "known": True})
-        return 1
-    progress.send({"type": "result", "result": result})
+        if args.json_lines:
+            progress.send({"type": "error", "kind": type(exc).__name__, "message": str(exc), "known": True})
+        else:
+            log.error("Error: %s", exc)
+        return 130 if isinstance(exc, Canceled) else 1
+    if args.json_lines:
+        progress.send({"type": "result", "result": result})
+    else:
+        emit(result)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
