@@ -301,11 +301,14 @@ def advice(output: str) -> str:
 
 
 def _link_base(plan: Plan, progress: Progress) -> None:
-    """Let the new venv see the packages of the venv its base Python lives in (a .pth file)."""
+    """Let the new venv see the packages of the venv its base Python lives in (a .pth file).
+
+    Each folder is added as a site directory, so the .pth files in it count too, as they do for the base.
+    """
     proc = subprocess.run([str(plan.worker_python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                           capture_output=True, text=True, check=True, env=child_env())
     pth = Path(proc.stdout.strip()) / BASE_PTH
-    pth.write_text("".join(f"{path}\n" for path in plan.link_base), encoding="utf-8")
+    pth.write_text("".join(f"import site; site.addsitedir({path!r})\n" for path in plan.link_base), encoding="utf-8")
     progress.info(f"The venv also sees the packages of {', '.join(plan.link_base)} ({pth.name}).")
 
 
