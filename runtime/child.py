@@ -91,8 +91,8 @@ def _descendants(pid: int) -> list[int]:
 
 def _signal(proc: subprocess.Popen, pids: list[int], sig: int) -> None:
     """Send ``sig`` to the child's process group and to ``pids``; those already gone are skipped."""
-    if sys.platform.startswith("win"):
-        proc.terminate() if sig == signal.SIGTERM else proc.kill()
+    if sys.platform.startswith("win"):  # no process groups to signal: end the child itself
+        proc.kill()
         return
     try:
         os.killpg(proc.pid, sig)

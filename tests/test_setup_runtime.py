@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from scl_deeplab.runtime import plan as rp
 from scl_deeplab.runtime import setup as sr
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,8 +58,8 @@ def fake_nvidia_smi(folder: Path, cuda: str) -> str:
 def test_pins_are_those_of_requirements_and_constraints():
     requirements = (REPO / "requirements.txt").read_text().splitlines()
     constraints = (REPO / "constraints.txt").read_text().splitlines()
-    assert set(sr.TORCH_REQUIREMENTS) <= set(requirements)
-    assert set(sr.KEEP) <= set(constraints)
+    assert set(rp.TORCH_REQUIREMENTS) <= set(requirements)
+    assert set(rp.KEEP) <= set(constraints)
 
 
 def test_dry_run_lists_the_cpu_commands_and_does_nothing(tmp_path):
@@ -113,14 +114,14 @@ def test_the_old_model_core_spelling_runs_the_same_set_up(tmp_path):
     ((3, 11, 9), "2.1.0", ()),  # a base that already moved to numpy 2
 ])
 def test_numpy_is_pinned_below_2_only_where_the_base_python_has_numpy_1(python, numpy, pins):
-    assert sr.numpy_requirements(python, numpy) == pins
+    assert rp.numpy_requirements(python, numpy) == pins
 
 
 def test_plan_for_a_python_3_13_base_with_numpy_2_pins_no_numpy(tmp_path, monkeypatch):
-    base = sr.BasePython("/usr/bin/python3.13", (3, 13, 5), False, "25.1", ("/usr/lib/python3/dist-packages",),
+    base = rp.BasePython("/usr/bin/python3.13", (3, 13, 5), False, "25.1", ("/usr/lib/python3/dist-packages",),
                          "2.2.4")
-    monkeypatch.setattr(sr, "probe_python", lambda python: base)
-    plan = sr.make_plan(tmp_path / "runtime", cuda="cpu", python=base.executable, system_site_packages=True)
+    monkeypatch.setattr(rp, "probe_python", lambda python: base)
+    plan = rp.make_plan(tmp_path / "runtime", cuda="cpu", python=base.executable, system_site_packages=True)
     installs = [command for what, command in plan.commands if what.startswith("install")]
     assert installs[0][-2:] == ["torch==2.14.1", "torchvision==0.29.1"]
     assert installs[1][-3:] == ["rasterio>=1.3,<1.5", "matplotlib>=3.6,<4", "affine<3"]
@@ -147,7 +148,7 @@ def test_cuda_auto_reads_the_driver_version_from_nvidia_smi(tmp_path):
 def test_cuda_auto_picks_the_newest_build_the_driver_runs(tmp_path, monkeypatch, cuda, tag, reason):
     path = fake_nvidia_smi(tmp_path / "bin", cuda) if cuda else str(tmp_path)
     monkeypatch.setenv("PATH", path)
-    variant = sr.choose_variant("auto")
+    variant = rp.choose_variant("auto")
     assert variant.tag == tag and reason in variant.reason
 
 

@@ -130,7 +130,7 @@ def test_runtime_and_the_typed_configs_import_without_torch_or_qgis(tmp_path):
     script = (
         "import sys\n"
         "import scl_deeplab.runtime.child, scl_deeplab.runtime.settings, scl_deeplab.runtime.interpreter\n"
-        "import scl_deeplab.runtime.setup, scl_deeplab.runtime.dispatch\n"
+        "import scl_deeplab.runtime.plan, scl_deeplab.runtime.setup, scl_deeplab.runtime.dispatch\n"
         "from scl_deeplab.model_core.prediction.config import PredictConfig\n"
         "from scl_deeplab.model_core.training.config import TrainConfig\n"
         "from scl_deeplab.runtime.interpreter import torch_importable\n"
