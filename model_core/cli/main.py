@@ -128,7 +128,8 @@ def run_predict(args: argparse.Namespace) -> int:
     """Run ``predict`` from parsed arguments."""
     from ..data.patches import parse_bands
     from ..errors import InputError
-    from ..prediction.predict import PredictConfig, predict_scene_from_checkpoint
+    from ..prediction.config import PredictConfig
+    from ..prediction.predict import predict_scene_from_checkpoint
     from ..prediction.tiling import TilingConfig
     from ..progress import PrintProgress
 
