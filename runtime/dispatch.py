@@ -21,7 +21,7 @@ from ..model_core.errors import Canceled, SclDeepLabError
 from ..model_core.prediction.config import PredictConfig, PredictResult
 from ..model_core.training.config import TrainConfig, TrainResult
 from .child import module_command, run_child
-from .errors import WorkerError
+from .errors import TorchMissingError, WorkerError
 from .feedback import FeedbackProgress, show_record
 from .interpreter import this_python, torch_importable, torch_install_hint
 from .settings import WHERE, WORKER_PYTHON_ENV, runtime_setting, worker_python
@@ -82,7 +82,7 @@ def run_task(task: str, args: dict[str, Any], feedback: Any, processes: int = 1)
         feedback.pushDebugInfo(f"SCL DeepLab runtime: worker {worker_python()} ({why}).")
         return run_in_worker(task, args, feedback)
     if not torch_importable():
-        raise WorkerError(no_runtime_message())
+        raise TorchMissingError(no_runtime_message())
     feedback.pushDebugInfo(f"SCL DeepLab runtime: in-process ({why}).")
     from ..model_core.cli.job import TASKS
 

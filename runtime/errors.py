@@ -15,3 +15,7 @@ class WorkerError(SclDeepLabError, RuntimeError):
 
 class RuntimeSetupError(SclDeepLabError, RuntimeError):
     """The worker runtime could not be set up; the message says what to do."""
+
+
+class TorchMissingError(SclDeepLabError, ImportError):
+    """Neither QGIS's Python nor a worker Python can import PyTorch; the message says how to get it."""
