@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import sysconfig
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,13 +12,14 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..model_core.errors import Canceled, SclDeepLabError
+from ..runtime.feedback import FeedbackProgress  # noqa: F401 - algorithms take it from here
+from ..runtime.interpreter import torch_install_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCES = ROOT / "resources"
@@ -33,58 +31,6 @@ GROUPS = {
     "evaluation": "Evaluation",
     "setup": "Set-up",
 }
-
-
-class FeedbackProgress:
-    """Adapts ``QgsProcessingFeedback`` to model_core's ``Progress`` protocol."""
-
-    def __init__(self, feedback: QgsProcessingFeedback | None) -> None:
-        self._feedback = feedback or QgsProcessingFeedback()
-
-    def set_progress(self, percent: float) -> None:
-        self._feedback.setProgress(percent)
-
-    def is_canceled(self) -> bool:
-        return self._feedback.isCanceled()
-
-    def info(self, message: str) -> None:
-        self._feedback.pushInfo(message)
-
-    def warn(self, message: str) -> None:
-        self._feedback.pushWarning(message)
-
-
-def _linux_pip_install() -> str:
-    """The pip command for the Python QGIS embeds (there sys.executable is QGIS or any python3 on PATH)."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    python = Path(sys.prefix) / "bin" / f"python{version}"
-    command = f"{python if python.exists() else 'python3'} -m pip install"
-    # Debian and Ubuntu mark the system Python externally managed (PEP 668): install for this user only.
-    managed = (Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").exists()
-    if managed and sys.prefix == sys.base_prefix:
-        command += " --user --break-system-packages"
-    return command
-
-
-def torch_install_hint() -> str:
-    """What to do when PyTorch is missing from the Python QGIS runs."""
-    if sys.platform.startswith("win"):
-        how = 'open the "OSGeo4W Shell" and run: python -m pip install torch torchvision'
-    elif sys.platform == "darwin":
-        how = "run: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install torch torchvision"
-    else:
-        how = f"run: {_linux_pip_install()} torch torchvision"
-    return (
-        "PyTorch and torchvision are not installed in the Python that QGIS uses. "
-        f"To install them, {how}; then restart QGIS."
-    )
-
-
-def require_torch() -> None:
-    """Raise a clear QgsProcessingException when torch or torchvision cannot be imported."""
-    for module in ("torch", "torchvision"):
-        if importlib.util.find_spec(module) is None:
-            raise QgsProcessingException(torch_install_hint())
 
 
 @contextmanager

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingException, QgsProcessingOutputBoolean, QgsProcessingOutputString
+from qgis.core import QgsProcessingOutputBoolean, QgsProcessingOutputString
 
-from .base import SclAlgorithm
-from .worker import chosen_runtime, no_runtime_message, run_task, torch_in_process, worker_python
+from ..model_core.cli.environment import report_lines, runtime_report
+from ..model_core.errors import SclDeepLabError
+from ..runtime.dispatch import chosen_runtime, no_runtime_message, run_task
+from ..runtime.interpreter import torch_importable
+from ..runtime.settings import worker_python
+from .base import SclAlgorithm, core_errors_as_processing_exceptions
 
 STRINGS = {
     "RUNTIME": "Runtime (in-process or worker)",
@@ -63,22 +67,19 @@ class Environment(SclAlgorithm):
             self.addOutput(QgsProcessingOutputBoolean(key, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
-        runtime, why = chosen_runtime()
+        with core_errors_as_processing_exceptions():  # an unknown RUNTIME setting
+            runtime, why = chosen_runtime()
         feedback.pushInfo(self.tr("Runtime: {runtime} ({why}).").format(runtime=runtime, why=why))
         if runtime == "worker":
             feedback.pushInfo(self.tr("Worker Python: {python}").format(python=worker_python()))
         report, error = {}, ""
-        if runtime == "in-process" and not torch_in_process():
-            from ..model_core.cli.environment import runtime_report
-
+        if runtime == "in-process" and not torch_importable():
             report, error = runtime_report(), no_runtime_message()
         else:
             try:
                 report = run_task("environment", {}, feedback)
-            except QgsProcessingException as exc:  # the report is the answer, so it never fails
+            except SclDeepLabError as exc:  # the report is the answer, so it never fails
                 error = str(exc)
-        from ..model_core.cli.environment import report_lines
-
         if report:
             for line in report_lines(report):
                 feedback.pushInfo(line)

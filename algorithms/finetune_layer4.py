@@ -6,12 +6,11 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
 )
 
-from .base import SclAlgorithm
-from .train_head import add_run_parameters, add_training_outputs, advanced, learning_rate_parameter, run_training
+from ..model_core.training.config import TrainConfig
+from .training import TrainingAlgorithm, advanced, learning_rate_parameter
 
 UNFREEZE_OPTIONS = ["layer4", "full"]
 
@@ -35,15 +34,11 @@ HELP = (
 )
 
 
-class FinetuneLayer4(SclAlgorithm):
+class FinetuneLayer4(TrainingAlgorithm):
     """Fine-tuning of ResNet layer4 (or the full network) from a head checkpoint."""
 
-    GROUP = "training"
     HELP = HELP
-    MODEL, PATCHES, EPOCHS, BATCH_SIZE, LEARNING_RATE = "MODEL", "PATCHES", "EPOCHS", "BATCH_SIZE", "LEARNING_RATE"
-    UNFREEZE, BACKBONE_LR_FACTOR, CLASS_WEIGHTS = "UNFREEZE", "BACKBONE_LR_FACTOR", "CLASS_WEIGHTS"
-    DEVICE, SEED, WORKERS = "DEVICE", "SEED", "WORKERS"
-    OUTPUT_MODEL, OUTPUT_CURVES = "OUTPUT_MODEL", "OUTPUT_CURVES"
+    MODEL, UNFREEZE, BACKBONE_LR_FACTOR = "MODEL", "UNFREEZE", "BACKBONE_LR_FACTOR"
 
     def name(self) -> str:
         return "finetunelayer4"
@@ -68,31 +63,19 @@ class FinetuneLayer4(SclAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.BACKBONE_LR_FACTOR, self.tr("Backbone learning-rate factor"),
             type=QgsProcessingParameterNumber.Double, defaultValue=1.0, minValue=0.001, maxValue=10.0)))
-        add_run_parameters(self)
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_MODEL, self.tr("Fine-tuned model checkpoint"), fileFilter="PyTorch checkpoint (*.pt)"))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_CURVES, self.tr("Learning curves (both stages)"), fileFilter="PNG image (*.png)"))
-        add_training_outputs(self)
+        self.add_run_parameters()
+        self.add_destinations(self.tr("Fine-tuned model checkpoint"), self.tr("Learning curves (both stages)"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
-        config = dict(  # TrainConfig's fields; the runtime (in-process or worker) builds it
+    def train_config(self, parameters, context) -> TrainConfig:
+        return TrainConfig(
             stage=self.parameterAsEnumString(parameters, self.UNFREEZE, context) or "layer4",
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             backbone_lr_factor=self.parameterAsDouble(parameters, self.BACKBONE_LR_FACTOR, context),
             class_weights=self.parameterAsBool(parameters, self.CLASS_WEIGHTS, context),
-            device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            workers=self.parameterAsInt(parameters, self.WORKERS, context),
+            **self.run_settings(parameters, context),
         )
-        return run_training(
-            config,
-            self.parameterAsFile(parameters, self.PATCHES, context),
-            self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context),
-            self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context),
-            feedback,
-            resume=self.parameterAsFile(parameters, self.MODEL, context),
-            processes=self.parameterAsInt(parameters, "PROCESSES", context),
-        )
+
+    def resume_from(self, parameters, context) -> str | None:
+        return self.parameterAsFile(parameters, self.MODEL, context) or None

@@ -17,10 +17,11 @@ from qgis.core import (
 
 from ..model_core.data.patches import parse_bands
 from ..model_core.errors import InputError
+from ..model_core.prediction.config import PredictConfig
 from ..model_core.prediction.tiling import TilingConfig
 from ..model_core.sizing import SIZE_MULTIPLE
+from ..runtime import dispatch
 from .base import RESOURCES, SclAlgorithm, core_errors_as_processing_exceptions, style_output
-from .worker import predict_in_runtime
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -144,7 +145,7 @@ class Predict(SclAlgorithm):
         conf_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
         extent = self.extent_bounds(parameters, self.EXTENT, context, scene.crs())
         with core_errors_as_processing_exceptions():
-            config = dict(  # PredictConfig's fields; the runtime (in-process or worker) builds it
+            config = PredictConfig(
                 tiling=TilingConfig(
                     self.parameterAsInt(parameters, self.TILE_SIZE, context),
                     self.parameterAsInt(parameters, self.OVERLAP, context),
@@ -156,9 +157,9 @@ class Predict(SclAlgorithm):
                 fast=self.parameterAsBoolean(parameters, self.FAST, context),
                 precision="float32" if self.parameterAsBoolean(parameters, self.FULL_PRECISION, context) else "auto",
             )
-            result = predict_in_runtime(
+            result = dispatch.predict(
                 Path(scene.source()), Path(checkpoint), Path(out_path), config,
-                confidence_path=Path(conf_path) if conf_path else None, feedback=feedback,
+                confidence=Path(conf_path) if conf_path else None, feedback=feedback,
             )
         feedback.pushInfo(
             self.tr("Predicted {tiles} tiles in {seconds:.1f} s ({per:.2f} s per tile).").format(

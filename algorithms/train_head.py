@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Any
-
 from qgis.core import (
-    QgsProcessingAlgorithm,
-    QgsProcessingException,
-    QgsProcessingOutputFile,
-    QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterString,
 )
 
-from ..model_core.data.manifest import Manifest
-from ..model_core.errors import ManifestError
 from ..model_core.net.weight_sets import CHOICES, on_disk_label, summary
-from .base import SclAlgorithm, core_errors_as_processing_exceptions
+from ..model_core.training.config import TrainConfig
+from .training import TrainingAlgorithm, learning_rate_parameter
 
 PRETRAINED_OPTIONS = list(CHOICES)
 
@@ -55,97 +44,11 @@ HELP = (
 )
 
 
-def add_training_outputs(alg: QgsProcessingAlgorithm) -> None:
-    """The outputs both training algorithms give besides their destination files."""
-    alg.addOutput(QgsProcessingOutputNumber("PIXEL_ACCURACY", alg.tr("Best validation pixel accuracy")))
-    alg.addOutput(QgsProcessingOutputNumber("MIOU", alg.tr("Best validation mean IoU")))
-    alg.addOutput(QgsProcessingOutputNumber("BEST_EPOCH", alg.tr("Epoch of the best checkpoint")))
-    alg.addOutput(QgsProcessingOutputFile("LAST_MODEL", alg.tr("Checkpoint of the latest epoch")))
-    alg.addOutput(QgsProcessingOutputFile("OUTPUT_HISTORY", alg.tr("Training history (CSV)")))
-
-
-def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
-    """Mark a parameter as advanced (folded away in the dialog)."""
-    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-    return parameter
-
-
-def add_run_parameters(alg: QgsProcessingAlgorithm) -> None:
-    """DEVICE, PROCESSES, SEED and WORKERS, the advanced run settings both training algorithms share."""
-    alg.addParameter(advanced(QgsProcessingParameterString("DEVICE", alg.tr("Device"), defaultValue="auto")))
-    alg.addParameter(advanced(QgsProcessingParameterNumber(
-        "PROCESSES", alg.tr("Processes (data-parallel, through torchrun)"), type=QgsProcessingParameterNumber.Integer,
-        defaultValue=1, minValue=1, maxValue=64)))
-    alg.addParameter(advanced(QgsProcessingParameterNumber(
-        "SEED", alg.tr("Random seed"), type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)))
-    alg.addParameter(advanced(QgsProcessingParameterNumber(
-        "WORKERS", alg.tr("Data loading worker processes"), type=QgsProcessingParameterNumber.Integer,
-        defaultValue=0, minValue=0, maxValue=32)))
-
-
-def learning_rate_parameter(name: str, label: str, default: float) -> QgsProcessingParameterNumber:
-    """A learning-rate field that shows enough decimals for 1e-4."""
-    parameter = QgsProcessingParameterNumber(
-        name, label, type=QgsProcessingParameterNumber.Double, defaultValue=default, minValue=1e-8, maxValue=1.0
-    )
-    parameter.setMetadata({"widget_wrapper": {"decimals": 6}})
-    return parameter
-
-
-def check_processes(patches: str, processes: int) -> None:
-    """Refuse, before starting torchrun, more processes than the training patches can feed (2 each)."""
-    try:
-        train = len(Manifest.load(patches).train)
-    except ManifestError:
-        return  # training itself says what is wrong with the manifest
-    if train // processes < 2:
-        raise QgsProcessingException(
-            f"{train} training patches cannot feed {processes} processes: each needs at least 2. Set Processes to "
-            f"at most {max(1, train // 2)}, or make more patches."
-        )
-
-
-def run_training(
-    config: Any, patches: str, output_model: str, output_curves: str, feedback, resume: str | None = None,
-    processes: int = 1,
-) -> dict[str, Any]:
-    """Train with ``config`` (``TrainConfig``'s fields) in the chosen runtime, and return the algorithm's outputs.
-
-    ``processes`` above 1 trains data-parallel under torchrun (one process per GPU, or per share of the CPU).
-    """
-    from .worker import run_task
-
-    if processes > 1:
-        check_processes(patches, processes)
-    args = {"patches": patches, "config": config, "output": output_model, "curves": output_curves,
-            "resume": resume or None}
-    with core_errors_as_processing_exceptions():
-        result = SimpleNamespace(**run_task("train", args, feedback, processes=processes))
-    written = {"png": result.curves, "csv": result.history_csv}
-    feedback.pushInfo(
-        f"Best epoch {result.best_epoch}: validation pixel accuracy {result.pixel_accuracy:.3f}, "
-        f"mIoU {result.mean_iou:.3f}. Checkpoint: {result.best_path}"
-    )
-    return {
-        "OUTPUT_MODEL": str(result.best_path),
-        "OUTPUT_CURVES": str(written["png"]),
-        "PIXEL_ACCURACY": result.pixel_accuracy,
-        "MIOU": result.mean_iou,
-        "BEST_EPOCH": result.best_epoch,
-        "LAST_MODEL": str(result.last_path),
-        "OUTPUT_HISTORY": str(written["csv"]),
-    }
-
-
-class TrainHead(SclAlgorithm):
+class TrainHead(TrainingAlgorithm):
     """Head-only training of DeepLabv3-ResNet50 on SCL patches."""
 
-    GROUP = "training"
     HELP = HELP
-    PATCHES, EPOCHS, BATCH_SIZE, LEARNING_RATE = "PATCHES", "EPOCHS", "BATCH_SIZE", "LEARNING_RATE"
-    PRETRAINED, WEIGHTS_FILE, CLASS_WEIGHTS = "PRETRAINED", "WEIGHTS_FILE", "CLASS_WEIGHTS"
-    DEVICE, PROCESSES, SEED, WORKERS = "DEVICE", "PROCESSES", "SEED", "WORKERS"
-    OUTPUT_MODEL, OUTPUT_CURVES = "OUTPUT_MODEL", "OUTPUT_CURVES"
+    PRETRAINED, WEIGHTS_FILE = "PRETRAINED", "WEIGHTS_FILE"
 
     def name(self) -> str:
         return "trainhead"
@@ -174,15 +77,11 @@ class TrainHead(SclAlgorithm):
             fileFilter="PyTorch weights (*.pt *.pth)"))
         self.addParameter(QgsProcessingParameterBoolean(
             self.CLASS_WEIGHTS, self.tr("Weight the loss by inverse class frequency"), defaultValue=False))
-        add_run_parameters(self)
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_MODEL, self.tr("Model checkpoint"), fileFilter="PyTorch checkpoint (*.pt)"))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_CURVES, self.tr("Learning curves"), fileFilter="PNG image (*.png)"))
-        add_training_outputs(self)
+        self.add_run_parameters()
+        self.add_destinations(self.tr("Model checkpoint"), self.tr("Learning curves"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
-        config = dict(  # TrainConfig's fields; the runtime (in-process or worker) builds it
+    def train_config(self, parameters, context) -> TrainConfig:
+        return TrainConfig(
             stage="head",
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
@@ -190,15 +89,5 @@ class TrainHead(SclAlgorithm):
             pretrained=self.parameterAsEnumString(parameters, self.PRETRAINED, context) or "auto",
             weights_file=self.parameterAsFile(parameters, self.WEIGHTS_FILE, context) or None,
             class_weights=self.parameterAsBool(parameters, self.CLASS_WEIGHTS, context),
-            device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            workers=self.parameterAsInt(parameters, self.WORKERS, context),
-        )
-        return run_training(
-            config,
-            self.parameterAsFile(parameters, self.PATCHES, context),
-            self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context),
-            self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context),
-            feedback,
-            processes=self.parameterAsInt(parameters, self.PROCESSES, context),
+            **self.run_settings(parameters, context),
         )

@@ -1,17 +1,17 @@
 """The provider's runtime settings in Processing > Options > Providers > SCL DeepLab.
 
-Stored by QGIS under ``scl_deeplab/runtime`` and ``scl_deeplab/worker_python``; algorithms/worker.py reads
-them (and lets environment variables override them). Without the Processing plugin's options (a bare
-QgsApplication) the settings simply are not shown.
+Stored by QGIS under ``scl_deeplab/runtime`` and ``scl_deeplab/worker_python``; runtime/settings.py owns the
+keys, reads them and lets environment variables override them. Without the Processing plugin's options (a
+bare QgsApplication) the settings simply are not shown.
 """
 
 from __future__ import annotations
 
 from qgis.core import QgsProcessingProvider
 
-from ..algorithms.worker import RUNTIME_KEY, RUNTIMES, WORKER_PYTHON_KEY
+from ..runtime.settings import ENVIRONMENT, RUNTIME_KEY, RUNTIMES, WORKER_PYTHON_KEY
 
-NAMES = {RUNTIME_KEY: "SCL_DEEPLAB_RUNTIME", WORKER_PYTHON_KEY: "SCL_DEEPLAB_WORKER_PYTHON"}
+NAMES = ENVIRONMENT  # Processing's setting names are the environment variables that override them
 
 
 def add_settings(provider: QgsProcessingProvider) -> None:

@@ -260,7 +260,9 @@ def test_cancel_mid_training_leaves_no_checkpoint(provider, small_patches, tmp_p
 def test_settings_are_in_processing_options_and_env_overrides_them(provider, monkeypatch):
     from processing.core.ProcessingConfig import ProcessingConfig
     from qgis.core import QgsSettings
-    from scl_deeplab.algorithms import worker as runtime
+    from scl_deeplab.runtime import dispatch as runtime
+    from scl_deeplab.runtime.errors import RuntimeSettingError
+    from scl_deeplab.runtime.settings import worker_python
 
     setting = ProcessingConfig.settings["SCL_DEEPLAB_RUNTIME"]
     assert setting.group == "SCL DeepLab" and setting.options == ["auto", "in-process", "worker"]
@@ -272,17 +274,19 @@ def test_settings_are_in_processing_options_and_env_overrides_them(provider, mon
         settings.setValue("scl_deeplab/runtime", 2)  # what the options dialog stores: the index of "worker"
         settings.setValue("scl_deeplab/worker_python", "/opt/torch/bin/python")
         assert runtime.chosen_runtime() == ("worker", "RUNTIME is worker")
-        assert runtime.worker_python() == "/opt/torch/bin/python"
+        assert worker_python() == "/opt/torch/bin/python"
         monkeypatch.setenv("SCL_DEEPLAB_RUNTIME", "in-process")
         assert runtime.chosen_runtime() == ("in-process", "RUNTIME is in-process")
         monkeypatch.setenv("SCL_DEEPLAB_RUNTIME", "gpu")
-        with pytest.raises(QgsProcessingException, match='Unknown SCL DeepLab runtime "gpu"'):
+        with pytest.raises(RuntimeSettingError, match='Unknown SCL DeepLab runtime "gpu"'):
             runtime.chosen_runtime()
+        with pytest.raises(QgsProcessingException, match='Unknown SCL DeepLab runtime "gpu"'):
+            run("environment", {})
     finally:
         settings.remove("scl_deeplab/runtime")
         settings.remove("scl_deeplab/worker_python")
     monkeypatch.delenv("SCL_DEEPLAB_RUNTIME")
-    assert runtime.chosen_runtime()[0] == "in-process" and runtime.worker_python() == ""
+    assert runtime.chosen_runtime()[0] == "in-process" and worker_python() == ""
 
 
 def test_environment_reports_a_broken_worker_without_failing(provider, tmp_path, monkeypatch):
@@ -322,3 +326,42 @@ def test_without_torch_in_qgis_the_worker_predicts_as_in_process(provider, deepl
         assert (a.transform, a.crs) == (b.transform, b.crs)
     assert codes_a.shape == (80, 96) and (codes_a > 0).all()
     assert np.array_equal(codes_a, codes_b)
+
+
+def test_the_worker_gets_the_typed_config_and_answers_a_typed_result(qgis_app, tmp_path, monkeypatch):
+    from scl_deeplab.model_core.prediction.config import PredictConfig, PredictResult
+    from scl_deeplab.model_core.prediction.tiling import TilingConfig
+    from scl_deeplab.runtime import dispatch
+
+    job = tmp_path / "job.json"
+    answer = {"output": str(tmp_path / "out.tif"), "confidence": None, "width": 96, "height": 80, "tiles": 4,
+              "seconds": 0.5, "device": "cpu"}
+    echo = fake_worker(tmp_path, f"cat > {job}\necho '{{\"type\": \"info\", \"message\": \"hello\"}}'\n"
+                                 f"echo '{json.dumps({'type': 'result', 'result': answer})}'\n")
+    monkeypatch.setenv("SCL_DEEPLAB_RUNTIME", "worker")
+    monkeypatch.setenv("SCL_DEEPLAB_WORKER_PYTHON", str(echo))
+    config = PredictConfig(tiling=TilingConfig(128, 16), bands=(3, 2, 1), extent=(1.0, 2.0, 3.0, 4.0), fast=True)
+    feedback = RecordingFeedback()
+    result = dispatch.predict(Path("scene.tif"), Path("model.pt"), tmp_path / "out.tif", config, confidence=None,
+                              feedback=feedback)
+    assert result == PredictResult(tmp_path / "out.tif", None, 96, 80, 4, 0.5, "cpu")
+    assert feedback.infos == ["hello"]
+    sent = json.loads(job.read_text())
+    assert (sent["format"], sent["task"]) == ("scl-deeplab-job", "predict")
+    assert PredictConfig.from_dict(sent["args"]["config"]) == config
+    assert sent["args"]["scene"] == "scene.tif" and sent["args"]["confidence"] is None
+
+
+def test_a_worker_error_keeps_its_model_core_class(qgis_app, tmp_path, monkeypatch):
+    from scl_deeplab.model_core.errors import CheckpointError
+    from scl_deeplab.runtime import dispatch
+    from scl_deeplab.runtime.errors import WorkerError
+
+    record = {"type": "error", "kind": "CheckpointError", "message": "model.pt is not a checkpoint", "known": True}
+    failing = fake_worker(tmp_path, f"cat > /dev/null\necho '{json.dumps(record)}'\nexit 1\n")
+    with pytest.raises(CheckpointError, match="model.pt is not a checkpoint"):
+        dispatch.run_in_worker("predict", {}, RecordingFeedback(), python=str(failing))
+    record.update(kind="ZeroDivisionError", message="ZeroDivisionError: division by zero", known=False)
+    failing = fake_worker(tmp_path, f"cat > /dev/null\necho '{json.dumps(record)}'\nexit 1\n")
+    with pytest.raises(WorkerError, match="ZeroDivisionError: division by zero"):
+        dispatch.run_in_worker("predict", {}, RecordingFeedback(), python=str(failing))

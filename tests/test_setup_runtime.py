@@ -1,4 +1,4 @@
-"""setup-runtime: a worker Python in a venv, its dry run, the wheels it picks, and the plugin storing WORKER_PYTHON.
+"""runtime/setup.py: a worker Python in a venv, its dry run, the wheels it picks, and the plugin storing WORKER_PYTHON.
 
 Nothing downloads: the real run builds the venv on the project's venv Python with --system-site-packages,
 so the pinned packages are already there, and pip runs with no configuration (no local mirrors) and no
@@ -17,12 +17,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from scl_deeplab.model_core.cli import setup_runtime as sr
+from scl_deeplab.runtime import plan as rp
+from scl_deeplab.runtime import setup as sr
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 SYSTEM_PYTHON = Path(sys.base_exec_prefix) / "bin" / "python3"  # Debian's, without torch
 PIP = "-m pip install --disable-pip-version-check --no-input --progress-bar off"
+PYTHON_X_Y = f"python{sys.version_info.major}.{sys.version_info.minor}"
+SETUP = ("-m", "scl_deeplab.runtime.setup")
+OLD_SETUP = ("-m", "scl_deeplab.model_core", "setup-runtime")  # the spelling before runtime/ existed
 
 
 @pytest.fixture
@@ -35,9 +39,9 @@ def offline_pip(monkeypatch):
     monkeypatch.setenv("PIP_DEFAULT_TIMEOUT", "2")
 
 
-def cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, path: str | None = None, spelling: tuple[str, ...] = SETUP) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=path or os.environ["PATH"])
-    return subprocess.run([str(VENV_PYTHON), "-m", "scl_deeplab.model_core", "setup-runtime", *args],
+    return subprocess.run([str(VENV_PYTHON), *spelling, *args],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
@@ -54,8 +58,8 @@ def fake_nvidia_smi(folder: Path, cuda: str) -> str:
 def test_pins_are_those_of_requirements_and_constraints():
     requirements = (REPO / "requirements.txt").read_text().splitlines()
     constraints = (REPO / "constraints.txt").read_text().splitlines()
-    assert set(sr.TORCH_REQUIREMENTS) <= set(requirements)
-    assert set(sr.KEEP) <= set(constraints)
+    assert set(rp.TORCH_REQUIREMENTS) <= set(requirements)
+    assert set(rp.KEEP) <= set(constraints)
 
 
 def test_dry_run_lists_the_cpu_commands_and_does_nothing(tmp_path):
@@ -86,8 +90,42 @@ def test_dry_run_for_a_cuda_tag_uses_its_index(tmp_path):
     assert result["commands"][0] == f"{VENV_PYTHON} -m venv --system-site-packages --without-pip {target}"
     assert result["commands"][1].endswith(
         "--index-url https://download.pytorch.org/whl/cu121 torch==2.14.1 torchvision==0.29.1 'numpy<2'")
-    assert result["linked_site_packages"] == [str(REPO / ".venv" / "lib" / "python3.11" / "site-packages")]
+    assert result["linked_site_packages"] == [str(REPO / ".venv" / "lib" / PYTHON_X_Y / "site-packages")]
     assert not target.exists()
+
+
+def test_the_old_model_core_spelling_runs_the_same_set_up(tmp_path):
+    target = tmp_path / "runtime"
+    args = ("--target", str(target), "--cuda", "cpu", "--python", str(VENV_PYTHON), "--dry-run")
+    new, old = cli(*args), cli(*args, spelling=OLD_SETUP)
+    assert (new.returncode, old.returncode) == (0, 0), old.stderr
+    assert json.loads(old.stdout) == json.loads(new.stdout)
+    assert json.loads(old.stdout)["commands"][0] == f"{VENV_PYTHON} -m venv {target}"
+    help_text = subprocess.run([str(VENV_PYTHON), "-m", "scl_deeplab.model_core", "--help"], capture_output=True,
+                               text=True, timeout=120, check=True).stdout
+    assert "setup-runtime" in help_text and "scl_deeplab.runtime.setup" in help_text
+
+
+@pytest.mark.parametrize("python, numpy, pins", [
+    ((3, 11, 2), "1.24.2", ("numpy<2",)),  # Debian 12: keep its numpy 1.x
+    ((3, 12, 3), "", ("numpy<2",)),
+    ((3, 13, 5), "2.2.4", ()),  # Debian 13: its own numpy 2 stays
+    ((3, 13, 5), "", ()),  # numpy 1.x has no wheels for 3.13
+    ((3, 11, 9), "2.1.0", ()),  # a base that already moved to numpy 2
+])
+def test_numpy_is_pinned_below_2_only_where_the_base_python_has_numpy_1(python, numpy, pins):
+    assert rp.numpy_requirements(python, numpy) == pins
+
+
+def test_plan_for_a_python_3_13_base_with_numpy_2_pins_no_numpy(tmp_path, monkeypatch):
+    base = rp.BasePython("/usr/bin/python3.13", (3, 13, 5), False, "25.1", ("/usr/lib/python3/dist-packages",),
+                         "2.2.4")
+    monkeypatch.setattr(rp, "probe_python", lambda python: base)
+    plan = rp.make_plan(tmp_path / "runtime", cuda="cpu", python=base.executable, system_site_packages=True)
+    installs = [command for what, command in plan.commands if what.startswith("install")]
+    assert installs[0][-2:] == ["torch==2.14.1", "torchvision==0.29.1"]
+    assert installs[1][-3:] == ["rasterio>=1.3,<1.5", "matplotlib>=3.6,<4", "affine<3"]
+    assert not any(arg.startswith("numpy") for command in installs for arg in command)
 
 
 def test_cuda_auto_reads_the_driver_version_from_nvidia_smi(tmp_path):
@@ -110,7 +148,7 @@ def test_cuda_auto_reads_the_driver_version_from_nvidia_smi(tmp_path):
 def test_cuda_auto_picks_the_newest_build_the_driver_runs(tmp_path, monkeypatch, cuda, tag, reason):
     path = fake_nvidia_smi(tmp_path / "bin", cuda) if cuda else str(tmp_path)
     monkeypatch.setenv("PATH", path)
-    variant = sr.choose_variant("auto")
+    variant = rp.choose_variant("auto")
     assert variant.tag == tag and reason in variant.reason
 
 
@@ -147,14 +185,15 @@ def clean_settings(qgis_app, monkeypatch):
 
 
 def test_real_set_up_from_the_plugin_stores_the_worker_python(tmp_path, offline_pip, clean_settings):
-    from scl_deeplab.algorithms import worker
     from scl_deeplab.plugin.runtime_setup import SetupRuntimeTask
+    from scl_deeplab.runtime import settings
 
     target = tmp_path / "runtime"
     done = []
     task = SetupRuntimeTask(str(VENV_PYTHON), target, cuda="cpu", system_site_packages=True,
                             on_done=lambda ok, message: done.append((ok, message)))
-    assert task.command[3:] == ["setup-runtime", "--target", str(target), "--cuda", "cpu", "--python", str(VENV_PYTHON),
+    assert tuple(task.command[1:3]) == SETUP
+    assert task.command[3:] == ["--target", str(target), "--cuda", "cpu", "--python", str(VENV_PYTHON),
                                 "--json-lines", "--system-site-packages"]
     assert task.run(), task.error + "\n".join(task.messages)
     task.finished(True)
@@ -165,11 +204,11 @@ def test_real_set_up_from_the_plugin_stores_the_worker_python(tmp_path, offline_
     assert task.progress() == 100
     assert any(m.startswith("install PyTorch (cpu wheels): ") for m in task.messages)
     assert done == [(True, f"SCL DeepLab will run PyTorch with {python}.")]
-    # The setting is where algorithms/worker.py looks, and RUNTIME became auto.
-    assert worker.worker_python() == str(python)
-    assert worker.runtime_setting() == "auto" and clean_settings.value("scl_deeplab/runtime") == 0
+    # The setting is where runtime/settings.py looks, and RUNTIME became auto.
+    assert settings.worker_python() == str(python)
+    assert settings.runtime_setting() == "auto" and clean_settings.value("scl_deeplab/runtime") == 0
     # pip found everything installed: the venv holds only the link to the base venv's packages.
-    site = target / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    site = target / "lib" / PYTHON_X_Y / "site-packages"
     assert [p.name for p in site.iterdir()] == [sr.BASE_PTH]
     check = subprocess.run([str(python), "-c", "import sys, torch; print(torch.__version__, sys.prefix)"],
                            capture_output=True, text=True, check=True, timeout=120)
@@ -203,7 +242,7 @@ def test_qgis_python_is_found_when_qgis_is_the_executable(monkeypatch):
     monkeypatch.setattr(sys, "executable", "/usr/bin/qgis")
     monkeypatch.setattr(sys, "prefix", sys.base_prefix)
     python = qgis_python()
-    assert python == f"{sys.base_prefix}/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    assert python == f"{sys.base_prefix}/bin/{PYTHON_X_Y}"
     check = subprocess.run([python, "-c", "import qgis.core, sys; print(sys.prefix == sys.base_prefix)"],
                            capture_output=True, text=True, timeout=60, check=False)
     assert check.stdout.strip() == "True", check.stderr

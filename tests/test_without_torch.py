@@ -122,3 +122,24 @@ def test_torch_algorithms_say_what_to_install(without_torch, tmp_path, algorithm
     # PEP 668 (Debian, Ubuntu): pip refuses the system Python unless installing for the user.
     externally_managed = (Path(stdlib) / "EXTERNALLY-MANAGED").exists()
     assert (flags == "--user --break-system-packages ") == externally_managed
+
+
+def test_runtime_and_the_typed_configs_import_without_torch_or_qgis(tmp_path):
+    """The pure parts of runtime/ and the configs the algorithms build need neither torch nor qgis."""
+    (tmp_path / "sitecustomize.py").write_text(HIDE_TORCH, encoding="utf-8")
+    script = (
+        "import sys\n"
+        "import scl_deeplab.runtime.child, scl_deeplab.runtime.settings, scl_deeplab.runtime.interpreter\n"
+        "import scl_deeplab.runtime.plan, scl_deeplab.runtime.setup, scl_deeplab.runtime.dispatch\n"
+        "from scl_deeplab.model_core.prediction.config import PredictConfig\n"
+        "from scl_deeplab.model_core.training.config import TrainConfig\n"
+        "from scl_deeplab.runtime.interpreter import torch_importable\n"
+        "print(torch_importable(), sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'qgis'}))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path),
+               SCL_DEEPLAB_TEST_MARKER=str(tmp_path / "marker.txt"))
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    assert (tmp_path / "marker.txt").read_text() == "hidden"
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "False []"

@@ -1,14 +1,16 @@
 """Run one task from a JSON job description and report it as JSON lines (the worker runtime's child side).
 
-QGIS's Python need not have torch: the plugin starts ``python -m scl_deeplab.model_core job`` with a
-Python that has, writes the job to its stdin and reads one JSON object per line from its stdout:
+QGIS's Python need not have torch: the plugin (runtime/dispatch.py) starts ``python -m scl_deeplab.model_core
+job`` with a Python that has, writes the job to its stdin and reads one JSON object per line from its stdout:
 
     {"type": "progress", "percent": 42.0}
     {"type": "info", "message": "..."}       {"type": "warn", "message": "..."}
     {"type": "result", "result": {...}}      {"type": "error", "kind": "InputError", "message": "...",
                                               "traceback": "..."}
 
-A job is ``{"task": "predict", "args": {...}}``; see ``TASKS``. Cancel is the parent ending the
+A job is ``{"task": "predict", "args": {...}}``; see ``TASKS``. Its ``args["config"]`` is the task's
+``PredictConfig`` or ``TrainConfig`` as ``to_dict`` gave it, and its result is the ``PredictResult`` or
+``TrainResult`` as a dict, rebuilt on the other side with ``from_dict``. Cancel is the parent ending the
 child's process group; outputs are written through ``atomic`` so nothing half-written stays.
 """
 
@@ -59,36 +61,30 @@ class JsonLinesProgress:
 
 
 def _predict(args: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """``predict_scene_from_checkpoint`` with a ``PredictConfig`` given as a plain dict."""
-    from ..prediction.predict import PredictConfig, predict_scene_from_checkpoint
-    from ..prediction.tiling import TilingConfig
+    """``predict_scene_from_checkpoint`` with the ``PredictConfig`` that ``to_dict`` sent."""
+    from ..prediction.config import PredictConfig
+    from ..prediction.predict import predict_scene_from_checkpoint
 
-    config = dict(args.get("config", {}))
-    tiling = TilingConfig(**config.pop("tiling", {}))
-    for key in ("bands", "extent"):
-        if config.get(key) is not None:
-            config[key] = tuple(config[key])
     result = predict_scene_from_checkpoint(
-        args["scene"], args["checkpoint"], args["output"], PredictConfig(tiling=tiling, **config),
+        args["scene"], args["checkpoint"], args["output"], PredictConfig.from_dict(args.get("config", {})),
         confidence_path=args.get("confidence"), progress=progress,
     )
-    return dataclasses.asdict(result)
+    return result.to_dict()
 
 
 def _train(args: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """``train`` with a ``TrainConfig`` given as a plain dict, then the learning curves."""
+    """``train`` with the ``TrainConfig`` that ``to_dict`` sent, then the learning curves."""
+    from ..training.config import TrainConfig
     from ..training.curves import write_curves
     from ..training.distributed import Ranks
-    from ..training.train import TrainConfig, train
+    from ..training.train import train
 
-    result = train(args["patches"], TrainConfig(**args.get("config", {})), args["output"],
+    result = train(args["patches"], TrainConfig.from_dict(args.get("config", {})), args["output"],
                    resume=args.get("resume"), progress=progress)
     if not Ranks.from_env().is_main:
         return {}  # under torchrun rank 0 writes the curves and reports
     written = write_curves(result.history, Path(args["curves"]))
-    return {"best_path": result.best_path, "last_path": result.last_path, "best_epoch": result.best_epoch,
-            "pixel_accuracy": result.pixel_accuracy, "mean_iou": result.mean_iou,
-            "curves": written["png"], "history_csv": written["csv"]}
+    return dataclasses.replace(result, curves=written["png"], history_csv=written["csv"]).to_dict()
 
 
 def _environment(args: dict[str, Any], progress: Progress) -> dict[str, Any]:

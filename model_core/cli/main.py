@@ -12,16 +12,18 @@ A subcommand is one function that adds its parser to the subparsers and sets
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import Canceled, SclDeepLabError
+from ..errors import Canceled, InputError, SclDeepLabError
 from ..net.weight_sets import CHOICES
 from .output import emit
 from .runtime_commands import add_environment, add_job
-from .setup_runtime import add_setup_runtime
 from .weights_commands import add_weights
 
 log = logging.getLogger("scl_deeplab")
@@ -64,9 +66,10 @@ def add_train(subparsers: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Run ``train`` from parsed arguments."""
     from ..progress import PrintProgress
+    from ..training.config import DEFAULT_LEARNING_RATE, TrainConfig
     from ..training.curves import write_curves
     from ..training.distributed import Ranks
-    from ..training.train import DEFAULT_LEARNING_RATE, TrainConfig, train
+    from ..training.train import train
 
     config = TrainConfig(
         stage=args.stage,
@@ -88,17 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0  # under torchrun rank 0 writes the curves and the summary
     curves = args.curves or args.output.with_name(f"{args.output.stem}_curves.png")
     written = write_curves(result.history, curves)
-    emit(
-        {
-            "output": result.best_path,
-            "last": result.last_path,
-            "best_epoch": result.best_epoch,
-            "pixel_accuracy": result.pixel_accuracy,
-            "miou": result.mean_iou,
-            "curves": written["png"],
-            "history_csv": written["csv"],
-        }
-    )
+    emit(dataclasses.replace(result, curves=written["png"], history_csv=written["csv"]).summary())
     return 0
 
 
@@ -138,7 +131,8 @@ def run_predict(args: argparse.Namespace) -> int:
     """Run ``predict`` from parsed arguments."""
     from ..data.patches import parse_bands
     from ..errors import InputError
-    from ..prediction.predict import PredictConfig, predict_scene_from_checkpoint
+    from ..prediction.config import PredictConfig
+    from ..prediction.predict import predict_scene_from_checkpoint
     from ..prediction.tiling import TilingConfig
     from ..progress import PrintProgress
 
@@ -218,6 +212,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+SETUP_RUNTIME = "setup-runtime"
+
+
+def add_setup_runtime(subparsers: Any) -> None:
+    """``setup-runtime``, the older spelling of the plugin's ``python -m scl_deeplab.runtime.setup``."""
+    subparsers.add_parser(SETUP_RUNTIME, add_help=False,
+                          help="make a worker Python for the plugin (= python -m scl_deeplab.runtime.setup)")
+
+
+def run_setup_runtime(argv: list[str]) -> int:
+    """Hand ``argv`` to the plugin's runtime set-up, which lives beside model_core in the plugin, not in it."""
+    plugin = __package__.rsplit(".", 2)[0] if __package__.count(".") >= 2 else ""
+    try:
+        setup = importlib.import_module(f"{plugin}.runtime.setup") if plugin else None
+    except ModuleNotFoundError:
+        setup = None
+    if setup is None:
+        raise InputError("setup-runtime comes with the SCL DeepLab QGIS plugin (its runtime package), and this "
+                         "model_core is installed without it. Run it from the plugin folder's parent.")
+    return int(setup.main(argv))
+
+
 # One line per subcommand.
 COMMANDS: list[Registration] = [
     add_train,
@@ -242,6 +258,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand; exit code 0 on success, 1 on a reported error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command == SETUP_RUNTIME:  # its options are the runtime set-up's own
+        try:
+            return run_setup_runtime(argv[argv.index(SETUP_RUNTIME) + 1:])
+        except SclDeepLabError as exc:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+            log.error("Error: %s", exc)
+            return 1
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"

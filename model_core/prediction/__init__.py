@@ -1,1 +1,1 @@
-"""Whole-scene prediction: tile planning and blending, one scene or many."""
+"""Whole-scene prediction: its config and result, tile planning and blending, one scene or many."""

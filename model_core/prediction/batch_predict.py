@@ -42,7 +42,7 @@ from ..errors import Canceled, CheckpointError, InputError, SclDeepLabError
 from ..training import distributed
 
 if TYPE_CHECKING:
-    from .predict import PredictConfig
+    from .config import PredictConfig
 
 log = logging.getLogger("scl_deeplab")
 

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,46 +37,12 @@ from ..net.device import Precision, describe, pick_device, pick_precision
 from ..net.inference import clear_prepared, prepared
 from ..progress import SILENT, Progress, check_canceled
 from ..styles import confidence_qml, write_style
-from .tiling import RowBand, Tile, TilingConfig, blend_weights, plan_tiles, tile_rows
+from .config import PredictConfig, PredictResult
+from .tiling import RowBand, Tile, blend_weights, plan_tiles, tile_rows
 
 log = logging.getLogger(__name__)
 
 CONFIDENCE_NODATA = 255  # confidence is 0-100 %, so 255 is free to mark no data
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    """How to predict a scene.
-
-    ``bands`` are the scene's 1-based band numbers in the model's band order
-    (red, green, blue); ``None`` takes the first bands. ``extent`` is
-    (left, bottom, right, top) in the scene's CRS; ``None`` predicts it all.
-    ``precision`` is "auto" (bfloat16 where the hardware has it) or "float32".
-    ``fast`` runs backbone and ASPP at output stride 16 (``fast.output_stride_16``):
-    about 2-3x faster, with slightly smoother class edges. ``batch_size`` 0 picks
-    ``tiles_per_batch``'s default for the device.
-    """
-
-    tiling: TilingConfig = field(default_factory=TilingConfig)
-    batch_size: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    bands: tuple[int, ...] | None = None
-    extent: tuple[float, float, float, float] | None = None
-    fast: bool = False
-
-
-@dataclass(frozen=True)
-class PredictResult:
-    """What a prediction wrote and how it went."""
-
-    output: Path
-    confidence: Path | None
-    width: int
-    height: int
-    tiles: int
-    seconds: float
-    device: str
 
 
 def choose_bands(src: rasterio.io.DatasetReader, spec: ModelInput, bands: Sequence[int] | None) -> tuple[int, ...]:

@@ -1,1 +1,1 @@
-"""Training on patches: the dataset, the epoch loop, torchrun data parallelism and learning curves."""
+"""Training on patches: config and result, dataset, epoch loop, torchrun data parallelism, learning curves."""

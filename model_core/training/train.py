@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,47 +37,12 @@ from ..net.weights import WeightsSource, load_weights
 from ..net.weights import resolve as resolve_weights
 from ..progress import SILENT, Progress, SubProgress
 from . import distributed
+from .config import TrainConfig, TrainResult
 from .dataset import Manifest, check_patches, load_manifest
 from .loop import Loop, device_errors
 
+
 # Learning rates that suit each stage with AdamW: the head from scratch, pretrained layers gently.
-DEFAULT_LEARNING_RATE = {"head": 1e-3, "layer4": 1e-4, "full": 1e-4}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """What one training run does. Defaults are the seed's head stage."""
-
-    stage: str = "head"
-    epochs: int = 10
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    backbone_lr_factor: float = 1.0  # backbone parameters train at learning_rate * this
-    weight_decay: float = 1e-4
-    class_weights: bool = False
-    aux: bool = False
-    aux_weight: float = 0.4
-    pretrained: str = "auto"
-    weights_file: str | None = None
-    device: str = "auto"
-    precision: str = "auto"  # or "float32"
-    seed: int = 0
-    workers: int = 0
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Where the checkpoints went and the best validation scores of this run."""
-
-    best_path: Path
-    last_path: Path
-    best_epoch: int
-    pixel_accuracy: float
-    mean_iou: float
-    history: list[dict[str, Any]] = field(repr=False)
-    meta: dict[str, Any] = field(repr=False)
-
-
 def _check_config(config: TrainConfig, resume: Path | None) -> None:
     if config.stage not in model_lib.STAGES:
         raise InputError(f'Unknown stage "{config.stage}"; use one of {", ".join(model_lib.STAGES)}.')

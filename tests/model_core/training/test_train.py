@@ -433,7 +433,7 @@ def test_cli_trains_the_real_deeplab(real_patches, tmp_path, capsys):
                      "--batch-size", "4", "--pretrained", "none", "--device", "cpu", "--seed", "3", "--output", str(out)])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["best_epoch"] == 1 and 0 <= summary["miou"] <= 1
+    assert summary["best_epoch"] == 1 and 0 <= summary["mean_iou"] <= 1
     assert Path(summary["curves"]) == tmp_path / "cli_curves.png" and (tmp_path / "cli_curves.history.csv").is_file()
     model, meta = checkpoint.load_model(out, "cpu")
     assert meta["stages"][0]["stage"] == "head" and meta["stages"][0]["seed"] == 3
