@@ -21,6 +21,7 @@ from rasterio.windows import transform as window_transform
 from .. import scl
 from ..atomic import atomic_folder
 from ..errors import InputError
+from ..net import aspp
 from ..progress import SILENT, Progress, SubProgress, check_canceled
 from .radiometry import input_scale
 from .rasters import check_bands, check_scl_codes, label_profile, onto_grid, open_raster, write_scl
@@ -284,4 +285,6 @@ def _report(progress: Progress, tried: int, passed: int, n_train: int, n_val: in
         progress.info(f"{dropped} training patches overlapping validation patches were left out.")
     if config.val_fraction > 0 and n_val == 0:
         progress.warn("Too few patches to set some aside for validation; all of them are for training.")
+    if note := aspp.small_patch_note(config.patch_size_px):
+        progress.info(note)
 

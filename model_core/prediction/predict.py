@@ -37,6 +37,7 @@ from ..net.device import Precision, describe, pick_device, pick_precision
 from ..net.inference import clear_prepared, prepared
 from ..progress import SILENT, Progress, check_canceled
 from ..styles import qml_document
+from .tile_choice import DEFAULT_TILE_PX, choose_tiling
 from .tiling import RowBand, Tile, TilingConfig, blend_weights, plan_tiles, tile_rows
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ CONFIDENCE_NODATA = 255  # confidence is 0-100 %, so 255 is free to mark no data
 class PredictConfig:
     """How to predict a scene.
 
+    ``tiling`` defaults to tiles "as trained" (``tile_choice``): the checkpoint's
+    patch size for models trained on small patches, else 512 px; the overlap
+    defaults to an eighth of the tile.
     ``bands`` are the scene's 1-based band numbers in the model's band order
     (red, green, blue); ``None`` takes the first bands. ``extent`` is
     (left, bottom, right, top) in the scene's CRS; ``None`` predicts it all.
@@ -195,16 +199,18 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def tiles_per_batch(batch_size: int, device: torch.device) -> int:
-    """``batch_size``, or for 0 the default: 1 tile at a time on a CPU, 4 on a GPU.
+def tiles_per_batch(batch_size: int, device: torch.device, tile_size_px: int = DEFAULT_TILE_PX) -> int:
+    """``batch_size``, or for 0 the default: as many tiles as one 512 px tile's pixels on a CPU, four times that on a GPU.
 
     On CPUs a 512 px tile's activations already fill the caches: batches of 4 ran
     10-15 % slower per tile than single tiles (bfloat16 and float32, measured on
-    AMX and in AVX2 emulation); GPUs need the larger batches to fill up.
+    AMX and in AVX2 emulation); GPUs need the larger batches to fill up. Smaller
+    tiles (a model trained on small patches) batch up to the same pixel count.
     """
     if batch_size:
         return batch_size
-    return 1 if device.type == "cpu" else 4
+    per_512 = max(1, (DEFAULT_TILE_PX // max(tile_size_px, 1)) ** 2)
+    return per_512 if device.type == "cpu" else 4 * per_512
 
 
 class TileRunner:
@@ -265,13 +271,14 @@ def predict_scene(
     class's probability is written too (uint8, 0-100). A cancel or an error leaves
     no output behind.
     """
-    config.tiling.validate()
     if config.batch_size < 0:
         raise InputError(f"The batch size must be 0 (auto) or more, got {config.batch_size}.")
+    choice = choose_tiling(config.tiling, meta)
     spec = ModelInput.from_meta(meta)
     device = _model_device(model)
     precision = pick_precision(device, config.precision)
-    batch_size = tiles_per_batch(config.batch_size, device)
+    tiling = choice.tiling
+    batch_size = tiles_per_batch(config.batch_size, device, tiling.tile_size_px)
     started = time.perf_counter()
     out_path = Path(out_path)
     with open_raster(image_path) as src:
@@ -281,7 +288,10 @@ def predict_scene(
             region = extent_window(src, config.extent)
         col0, row0 = int(region.col_off), int(region.row_off)
         width, height = int(region.width), int(region.height)
-        tiling = config.tiling
+        if choice.note:
+            progress.info(choice.note)
+        if choice.warning:
+            progress.warn(choice.warning)
         tiles = plan_tiles(width, height, tiling.tile_size_px, tiling.overlap_px)
         th, tw = tiles[0].height, tiles[0].width
         progress.info(
