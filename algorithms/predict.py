@@ -98,7 +98,7 @@ class Predict(SclAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE,
-                self.tr("Tiles per batch (0: 1 on a CPU, 4 on a GPU)"),
+                self.tr("Tiles per batch (0: 1 on a CPU, 4 on a GPU; more small tiles)"),
                 type=QgsProcessingParameterNumber.Integer,
                 defaultValue=0,
                 minValue=0,

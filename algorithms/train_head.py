@@ -24,6 +24,7 @@ from qgis.core import (
 from .base import SclAlgorithm, core_errors_as_processing_exceptions
 
 PRETRAINED_OPTIONS = ["auto", "coco", "imagenet", "none"]
+ASPP_RATE_OPTIONS = ["auto", "scaled", "standard"]  # model_core.net.aspp.CHOICES; no torch import here
 
 HELP = (
     "Trains the classifier head of DeepLabv3-ResNet50 to predict the Sentinel-2 Scene Classification Layer (SCL, "
@@ -35,6 +36,10 @@ HELP = (
     "files in the torch hub checkpoints folder ($TORCH_HOME/hub/checkpoints, usually ~/.cache/torch/hub/checkpoints), "
     "or choose a Weights file (a torchvision state dict or a checkpoint of this plugin).\n"
     "Class weights: weights the loss by inverse class frequency, so rare classes such as snow count more.\n"
+    "ASPP rates: DeepLabv3's ASPP looks up to 288 px around each pixel (rates 12, 24, 36); on smaller patches its "
+    "outer taps see only padding and the model fails on larger tiles. auto scales the rates to patches under "
+    "288 px (32 px: rates 1, 2, 3) and keeps them for larger ones; scaled always scales them; standard keeps "
+    "torchvision's. The rates are stored in the checkpoint; Fine-tune layer4 and Predict use them again.\n"
     "Device: auto (CUDA GPU, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.\n"
     "Processes: above 1 trains data-parallel through PyTorch's torchrun, one process per GPU (or per equal share of "
     "the CPU cores), each with Batch size patches per step; gradients, BatchNorm statistics and validation metrics "
@@ -140,7 +145,7 @@ class TrainHead(SclAlgorithm):
     GROUP = "training"
     HELP = HELP
     PATCHES, EPOCHS, BATCH_SIZE, LEARNING_RATE = "PATCHES", "EPOCHS", "BATCH_SIZE", "LEARNING_RATE"
-    PRETRAINED, WEIGHTS_FILE, CLASS_WEIGHTS = "PRETRAINED", "WEIGHTS_FILE", "CLASS_WEIGHTS"
+    PRETRAINED, WEIGHTS_FILE, CLASS_WEIGHTS, ASPP_RATES = "PRETRAINED", "WEIGHTS_FILE", "CLASS_WEIGHTS", "ASPP_RATES"
     DEVICE, PROCESSES, SEED, WORKERS = "DEVICE", "PROCESSES", "SEED", "WORKERS"
     OUTPUT_MODEL, OUTPUT_CURVES = "OUTPUT_MODEL", "OUTPUT_CURVES"
 
@@ -166,6 +171,9 @@ class TrainHead(SclAlgorithm):
             fileFilter="PyTorch weights (*.pt *.pth)"))
         self.addParameter(QgsProcessingParameterBoolean(
             self.CLASS_WEIGHTS, self.tr("Weight the loss by inverse class frequency"), defaultValue=False))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.ASPP_RATES, self.tr("ASPP rates (auto: scaled to patches under 288 px)"), options=ASPP_RATE_OPTIONS,
+            defaultValue="auto", usesStaticStrings=True))
         add_run_parameters(self)
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_MODEL, self.tr("Model checkpoint"), fileFilter="PyTorch checkpoint (*.pt)"))
@@ -182,6 +190,7 @@ class TrainHead(SclAlgorithm):
             pretrained=self.parameterAsEnumString(parameters, self.PRETRAINED, context) or "auto",
             weights_file=self.parameterAsFile(parameters, self.WEIGHTS_FILE, context) or None,
             class_weights=self.parameterAsBool(parameters, self.CLASS_WEIGHTS, context),
+            aspp_rates=self.parameterAsEnumString(parameters, self.ASPP_RATES, context) or "auto",
             device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
             seed=self.parameterAsInt(parameters, self.SEED, context),
             workers=self.parameterAsInt(parameters, self.WORKERS, context),
