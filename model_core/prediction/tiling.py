@@ -38,7 +38,7 @@ class TilingConfig:
     overlap_px: int | None = None
 
     def validate(self) -> None:
-        """Raise ``InputError`` unless the tile size is 0 or a positive multiple of 8 and the overlap below half of it."""
+        """Raise ``InputError`` unless the tile size is 0 or a positive multiple of 8 and the overlap below half."""
         if self.tile_size_px != AUTO_TILE and (self.tile_size_px < TILE_MULTIPLE or self.tile_size_px % TILE_MULTIPLE):
             lower = max(TILE_MULTIPLE, self.tile_size_px // TILE_MULTIPLE * TILE_MULTIPLE)
             raise InputError(

@@ -54,8 +54,9 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Lines]:
     patches = make_patches(scene.image, scene.scl, root / "patches",
                            PatchConfig(patch_size_px=32, val_fraction=0.2, preview_patches=0), progress=lines)
     torch.manual_seed(0)
-    config = TrainConfig(stage="full", epochs=6, batch_size=4, learning_rate=1e-3, pretrained="none", device="cpu",
-                         precision="float32")
+    # Class weights keep a briefly trained model from settling on the commonest class.
+    config = TrainConfig(stage="full", epochs=8, batch_size=4, learning_rate=1e-3, class_weights=True,
+                         pretrained="none", device="cpu", precision="float32")
     result = train(patches.index, config, root / "model.pt", progress=lines)
     return scene.image, result.last_path, lines
 
@@ -80,11 +81,12 @@ def test_default_tiles_predict_as_at_the_patch_size_without_collapsing(trained, 
     image, model, _ = trained
     default, lines = predict(image, model, tmp_path / "default.tif")
     assert "Tiles of 32 px, the patch size this model was trained on." in lines.infos and lines.warnings == []
-    at_32, _ = predict(image, model, tmp_path / "t32.tif", TilingConfig(32, 0))
+    at_32, lines_32 = predict(image, model, tmp_path / "t32.tif", TilingConfig(32))
+    assert not any(line.startswith("Tiles of") for line in lines_32.infos)  # an explicit size needs no note
     assert default.shape == (SIDE, SIDE)
     assert (default == at_32).mean() >= AGREEMENT
-    codes, counts = np.unique(default, return_counts=True)
-    assert len(codes) >= 2 and counts.max() / counts.sum() < 0.95  # not one class everywhere
+    _, counts = np.unique(default[default > 0], return_counts=True)
+    assert (counts >= 0.05 * counts.sum()).sum() >= 2  # not one class everywhere
 
 
 def test_explicit_tile_far_above_the_patch_size_warns(trained, tmp_path):
@@ -119,3 +121,20 @@ def test_command_line_and_batch_predict_take_the_same_default(trained, tmp_path,
     for out in (tmp_path / "cli.tif", tmp_path / "batch" / f"{Path(image).stem}_scl.tif"):
         with rasterio.open(out) as src:
             assert (src.read(1) == default).all(), out
+
+
+def test_small_tiles_batch_up_to_one_512_px_tile_of_pixels():
+    from scl_deeplab.model_core.prediction.predict import tiles_per_batch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert [tiles_per_batch(0, cpu, t) for t in (32, 64, 256, 512, 1024)] == [256, 64, 4, 1, 1]
+    assert tiles_per_batch(0, gpu, 32) == 1024 and tiles_per_batch(0, gpu) == 4
+    assert tiles_per_batch(3, cpu, 32) == 3
+
+
+def test_fast_mode_on_small_tiles_warns(trained, tmp_path):
+    image, model, _ = trained
+    lines = Lines()
+    predict_scene_from_checkpoint(image, model, tmp_path / "fast.tif", PredictConfig(device="cpu", fast=True),
+                                  progress=lines)
+    assert any(w.startswith("Fast mode on tiles of 32 x 32 px") and "2 x 2 grid" in w for w in lines.warnings)
