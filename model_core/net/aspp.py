@@ -43,6 +43,11 @@ def below_reach(patch_size_px: int, rates: Sequence[int] = STANDARD_RATES) -> bo
     return max(rates) * OUTPUT_STRIDE >= patch_size_px
 
 
+def blind_taps_px(patch_size_px: int, rates: Sequence[int] = STANDARD_RATES) -> list[int]:
+    """The distances (px) of the taps that see only padding from every position of a patch of this size."""
+    return [r * OUTPUT_STRIDE for r in rates if r * OUTPUT_STRIDE >= patch_size_px]
+
+
 def scaled_rates(patch_size_px: int) -> tuple[int, ...]:
     """The standard rates scaled to ``patch_size_px`` (never up), as distinct rising integers from 1.
 

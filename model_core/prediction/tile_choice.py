@@ -64,20 +64,24 @@ def _as_trained(patch: int | None) -> tuple[int, str]:
 def _far_from_training(tile: int, patch: int | None, rates: tuple[int, ...]) -> str | None:
     if patch is None or not aspp.below_reach(patch) or tile <= FAR_FACTOR * patch:
         return None
+    larger = f"train on patches of at least {aspp.reach_px() + 8} px"
     if rates == aspp.STANDARD_RATES:
+        blind = aspp.blind_taps_px(patch, rates)
         why = (
-            f"on patches that small ASPP's dilated taps ({aspp.reach_px() // 3}-{aspp.reach_px()} px away) only "
-            "ever saw zero padding, so on larger tiles they see image content the model never learned from, and "
-            "the prediction can collapse to one class."
+            f"on patches that small ASPP's dilated taps {', '.join(map(str, blind))} px away only ever saw zero "
+            "padding, so on larger tiles they see image content the model never learned from, and the prediction "
+            "can collapse to one class."
         )
+        retrain = f"retrain with ASPP rates scaled to the patch size (ASPP_RATES auto) or {larger}"
     else:
         why = (
             f"its ASPP, with {aspp.describe(rates)}, was trained to look that far, but its image pooling then "
-            "averages over far more of the scene than in training, which can shift classes."
+            "averages over far more of the scene than in training, which lowers accuracy."
         )
+        retrain = larger
     return (
         f"TILE_SIZE {tile} px is {tile / patch:.0f}x the {patch} px patches this model was trained on: {why} "
-        f"Use TILE_SIZE 0 (as trained, {patch} px), or train on patches of at least {aspp.reach_px() + 8} px."
+        f"Use TILE_SIZE 0 (as trained, {patch} px), or {retrain}."
     )
 
 

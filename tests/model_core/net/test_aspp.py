@@ -25,6 +25,12 @@ def test_scaled_taps_land_inside_the_patch_they_learn_from(patch):
     assert max(rates) * aspp.OUTPUT_STRIDE <= patch // 2 + aspp.OUTPUT_STRIDE  # and reaches about half the patch
 
 
+def test_blind_taps_are_those_at_least_a_patch_away():
+    assert aspp.blind_taps_px(32) == [96, 192, 288]
+    assert aspp.blind_taps_px(256) == [288]
+    assert aspp.blind_taps_px(296) == [] and aspp.blind_taps_px(32, (1, 2, 3)) == []
+
+
 def test_auto_scales_below_the_reach_only_and_keeps_a_resumed_checkpoints_rates():
     assert aspp.rates_for("auto", 32) == (1, 2, 3)
     assert aspp.rates_for("auto", 512) == aspp.STANDARD_RATES

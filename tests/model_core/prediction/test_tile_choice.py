@@ -26,10 +26,16 @@ def test_default_is_512_for_large_patches_and_for_checkpoints_without_a_patch_si
 def test_explicit_tile_far_above_a_small_patch_size_warns_why_and_what_to_do():
     choice = choose_tiling(TilingConfig(512), {"patch_size": 32})
     assert choice.tiling == TilingConfig(512, 64) and choice.note is None
-    assert "16x the 32 px patches" in choice.warning and "zero padding" in choice.warning
+    assert "16x the 32 px patches" in choice.warning and "taps 96, 192, 288 px away" in choice.warning
+    assert "zero padding" in choice.warning and "ASPP_RATES auto" in choice.warning
     assert "TILE_SIZE 0" in choice.warning
     scaled = choose_tiling(TilingConfig(512), {"patch_size": 32, "aspp_rates": [1, 2, 3]})
     assert "image pooling" in scaled.warning
+
+
+def test_warning_names_only_the_taps_a_patch_could_not_see():
+    choice = choose_tiling(TilingConfig(1024), {"patch_size": 256})
+    assert "4x the 256 px patches" in choice.warning and "taps 288 px away" in choice.warning
 
 
 @pytest.mark.parametrize("tile,meta", [(64, {"patch_size": 32}), (512, {"patch_size": 256}),
