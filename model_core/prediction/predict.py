@@ -297,8 +297,8 @@ def predict_scene(
         th, tw = tiles[0].height, tiles[0].width
         progress.info(
             f"Predicting {width} x {height} px in {len(tiles)} tiles of {tw} x {th} px "
-            f"(overlap {tiling.overlap_px} px, batches of {batch_size}) with bands {list(bands)} "
-            f"as {', '.join(spec.band_order)}."
+            f"(overlap {tiling.overlap_px} px, batches of {min(batch_size, len(tile_rows(tiles)[0]))}) "
+            f"with bands {list(bands)} as {', '.join(spec.band_order)}."
         )
         progress.info(describe(device, precision))
         if config.fast:
