@@ -18,8 +18,7 @@ from qgis.core import (
 from ..model_core.data.patches import parse_bands
 from ..model_core.errors import InputError
 from ..model_core.prediction.config import PredictConfig
-from ..model_core.prediction.tiling import TilingConfig
-from ..model_core.sizing import SIZE_MULTIPLE
+from ..model_core.prediction.tiling import AUTO_TILE, TilingConfig
 from ..runtime import dispatch
 from .base import RESOURCES, SclAlgorithm, core_errors_as_processing_exceptions, style_output
 
@@ -43,9 +42,13 @@ class Predict(SclAlgorithm):
         "Model: the checkpoint (.pt). It is loaded once and reused while the file is unchanged, so batch runs "
         "over many scenes are not slowed by loading.\n"
         "Tile size (a multiple of 8) and overlap: the scene is cut into tiles that overlap; their class "
-        "probabilities are blended with a smooth window, so tile borders leave no seams. Overlap must be less "
-        "than half the tile size. Tiles per batch: 0 takes 1 on a CPU (fastest there) and 4 on a GPU; larger "
-        "batches are faster on a GPU and need more memory.\n"
+        "probabilities are blended with a smooth window, so tile borders leave no seams. Tile size 0 (the "
+        "default) predicts as the model was trained: in tiles of its training patch size when that was below "
+        "288 px (DeepLab's ASPP reach; such a model can fail on much larger tiles, which get a warning), else "
+        "in 512 px tiles; the log says which. Overlap, when not set, is an eighth of the tile size, and must be "
+        "less than half of it. Tiles per batch: 0 takes 1 on a CPU (fastest there) and 4 on a GPU, or as many "
+        "small tiles as make the same number of pixels; larger batches are faster on a GPU and need more "
+        "memory.\n"
         "Device: auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps.\n"
         "Extent: optionally predict only part of the scene.\n"
         "Fast mode: runs the backbone at output stride 16 instead of 8, 2-3x faster for big jobs; class edges are "
@@ -57,7 +60,7 @@ class Predict(SclAlgorithm):
         "(the no-data value, or all bands 0) becomes code 0. Confidence (optional): the winning class's "
         "probability in percent, as a grey ramp.\n"
         "Time: about 0.6 s (bfloat16) to 2.5 s (float32) per 512 x 512 tile on a 2-core CPU, far less on a GPU; "
-        "with the defaults a 1830 x 1830 px scene is 16 tiles, a full 5490 x 5490 px tile at 20 m 169. Memory: "
+        "with 512 px tiles a 1830 x 1830 px scene is 16 tiles, a full 5490 x 5490 px tile at 20 m 169. Memory: "
         "about 2 GB, whatever the scene size."
     )
 
@@ -78,25 +81,25 @@ class Predict(SclAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.TILE_SIZE,
-                self.tr("Tile size (px, multiple of 8)"),
+                self.tr("Tile size (px, multiple of 8; 0: as trained)"),
                 type=QgsProcessingParameterNumber.Integer,
-                defaultValue=512,
-                minValue=SIZE_MULTIPLE,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.OVERLAP,
-                self.tr("Overlap between tiles (px)"),
-                type=QgsProcessingParameterNumber.Integer,
-                defaultValue=64,
+                defaultValue=AUTO_TILE,
                 minValue=0,
             )
         )
         self.addParameter(
             QgsProcessingParameterNumber(
+                self.OVERLAP,
+                self.tr("Overlap between tiles (px; default: an eighth of the tile size)"),
+                type=QgsProcessingParameterNumber.Integer,
+                minValue=0,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
                 self.BATCH_SIZE,
-                self.tr("Tiles per batch (0: 1 on a CPU, 4 on a GPU)"),
+                self.tr("Tiles per batch (0: 1 on a CPU, 4 on a GPU; more small tiles)"),
                 type=QgsProcessingParameterNumber.Integer,
                 defaultValue=0,
                 minValue=0,
@@ -120,11 +123,17 @@ class Predict(SclAlgorithm):
             )
         )
 
+    def tiling(self, parameters, context) -> TilingConfig:
+        """TILE_SIZE and OVERLAP; 0 and an unset overlap are chosen per model when it runs."""
+        overlap = parameters.get(self.OVERLAP)
+        return TilingConfig(
+            self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            None if overlap is None or overlap == "" else self.parameterAsInt(parameters, self.OVERLAP, context),
+        )
+
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
-        tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
-        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
         try:
-            TilingConfig(tile, overlap).validate()
+            self.tiling(parameters, context).validate()
             parse_bands(self.parameterAsString(parameters, self.BANDS, context))
         except InputError as exc:
             return False, str(exc)
@@ -146,10 +155,7 @@ class Predict(SclAlgorithm):
         extent = self.extent_bounds(parameters, self.EXTENT, context, scene.crs())
         with core_errors_as_processing_exceptions():
             config = PredictConfig(
-                tiling=TilingConfig(
-                    self.parameterAsInt(parameters, self.TILE_SIZE, context),
-                    self.parameterAsInt(parameters, self.OVERLAP, context),
-                ),
+                tiling=self.tiling(parameters, context),
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                 device=self.parameterAsString(parameters, self.DEVICE, context).strip() or "auto",
                 bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),

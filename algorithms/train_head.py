@@ -14,6 +14,7 @@ from ..model_core.training.config import TrainConfig
 from .training import TrainingAlgorithm, learning_rate_parameter
 
 PRETRAINED_OPTIONS = list(CHOICES)
+ASPP_RATE_OPTIONS = ["auto", "scaled", "standard"]  # model_core.net.aspp.CHOICES; no torch import here
 
 HELP = (
     "Trains the classifier head of DeepLabv3-ResNet50 to predict the Sentinel-2 Scene Classification Layer (SCL, "
@@ -28,6 +29,10 @@ HELP = (
     "applied in training and prediction. The sets (ssl4eo-ms needs 13 bands and is refused for true colour):\n"
     "{weights}\n"
     "Class weights: weights the loss by inverse class frequency, so rare classes such as snow count more.\n"
+    "ASPP rates: DeepLabv3's ASPP looks up to 288 px around each pixel (rates 12, 24, 36); on smaller patches its "
+    "outer taps see only padding and the model fails on larger tiles. auto scales the rates to patches under "
+    "288 px (32 px: rates 1, 2, 3) and keeps them for larger ones; scaled always scales them; standard keeps "
+    "torchvision's. The rates are stored in the checkpoint; Fine-tune layer4 and Predict use them again.\n"
     "Device: auto (CUDA GPU, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.\n"
     "Processes: above 1 trains data-parallel through PyTorch's torchrun, one process per GPU (or per equal share of "
     "the CPU cores), each with Batch size patches per step; gradients, BatchNorm statistics and validation metrics "
@@ -48,7 +53,7 @@ class TrainHead(TrainingAlgorithm):
     """Head-only training of DeepLabv3-ResNet50 on SCL patches."""
 
     HELP = HELP
-    PRETRAINED, WEIGHTS_FILE = "PRETRAINED", "WEIGHTS_FILE"
+    PRETRAINED, WEIGHTS_FILE, ASPP_RATES = "PRETRAINED", "WEIGHTS_FILE", "ASPP_RATES"
 
     def name(self) -> str:
         return "trainhead"
@@ -77,6 +82,9 @@ class TrainHead(TrainingAlgorithm):
             fileFilter="PyTorch weights (*.pt *.pth)"))
         self.addParameter(QgsProcessingParameterBoolean(
             self.CLASS_WEIGHTS, self.tr("Weight the loss by inverse class frequency"), defaultValue=False))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.ASPP_RATES, self.tr("ASPP rates (auto: scaled to patches under 288 px)"), options=ASPP_RATE_OPTIONS,
+            defaultValue="auto", usesStaticStrings=True))
         self.add_run_parameters()
         self.add_destinations(self.tr("Model checkpoint"), self.tr("Learning curves"))
 
@@ -89,5 +97,6 @@ class TrainHead(TrainingAlgorithm):
             pretrained=self.parameterAsEnumString(parameters, self.PRETRAINED, context) or "auto",
             weights_file=self.parameterAsFile(parameters, self.WEIGHTS_FILE, context) or None,
             class_weights=self.parameterAsBool(parameters, self.CLASS_WEIGHTS, context),
+            aspp_rates=self.parameterAsEnumString(parameters, self.ASPP_RATES, context) or "auto",
             **self.run_settings(parameters, context),
         )

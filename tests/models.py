@@ -11,14 +11,14 @@ from scl_deeplab.model_core.net.weights import IMAGENET_MEAN, IMAGENET_STD
 META = {**input_to_meta(ModelInput.rgb("uint8", 255.0, IMAGENET_MEAN, IMAGENET_STD)), "patch_size": 64}
 
 
-def write_random_deeplab(path: Path, seed: int = 0) -> Path:
-    """Save DeepLabv3-ResNet50 initialised with ``seed`` as a checkpoint at ``path``."""
+def write_random_deeplab(path: Path, seed: int = 0, meta: dict | None = None) -> Path:
+    """Save DeepLabv3-ResNet50 initialised with ``seed`` as a checkpoint at ``path`` (with ``META`` by default)."""
     import torch
     from scl_deeplab.model_core.net.checkpoint import save_checkpoint
     from scl_deeplab.model_core.net.model import build_model
 
     torch.manual_seed(seed)
-    save_checkpoint(path, build_model().state_dict(), META)
+    save_checkpoint(path, build_model().state_dict(), META if meta is None else meta)
     return path
 
 

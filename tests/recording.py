@@ -72,6 +72,11 @@ class RecordingFeedback(QgsProcessingFeedback):
         self.progressChanged.connect(self.percents.append)
 
     @property
+    def warnings(self) -> list[str]:
+        """What went through ``pushWarning``."""
+        return [text for channel, text in self.lines if channel == "warning"]
+
+    @property
     def text(self) -> str:
         """Every line of every channel, one per line."""
         return "\n".join(text for _, text in self.lines)

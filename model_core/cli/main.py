@@ -49,6 +49,9 @@ def add_train(subparsers: Any) -> None:
     p.add_argument("--backbone-lr-factor", type=float, default=1.0, help="backbone rate = learning rate x this")
     p.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
     p.add_argument("--aux", action="store_true", help="train with the auxiliary head and its loss")
+    p.add_argument("--aspp-rates", choices=("auto", "scaled", "standard"), default="auto",
+                   help="ASPP's atrous rates: auto (scaled to patches under 288 px; a resumed checkpoint's own), "
+                   "scaled to the patch size, or torchvision's standard 12, 24, 36")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--pretrained", choices=CHOICES, default="auto",
                        help="starting weights: a set on disk (see 'weights list'), auto (the best on disk) or none")
@@ -79,6 +82,7 @@ def run_train(args: argparse.Namespace) -> int:
         backbone_lr_factor=args.backbone_lr_factor,
         class_weights=args.class_weights,
         aux=args.aux,
+        aspp_rates=args.aspp_rates,
         pretrained=args.pretrained,
         weights_file=str(args.weights_file) if args.weights_file else None,
         device=args.device,
@@ -110,8 +114,10 @@ def add_predict(subparsers: Any) -> None:
                         "its share; needs --output-folder")
     p.add_argument("--model", required=True, type=Path, metavar="CKPT", help="checkpoint (.pt)")
     p.add_argument("--bands", default="1,2,3", help="red, green, blue band numbers (default 1,2,3)")
-    p.add_argument("--tile-size", type=int, default=512, help="pixels, a multiple of 8 (default 512)")
-    p.add_argument("--overlap", type=int, default=64, help="pixels, less than half the tile size (default 64)")
+    p.add_argument("--tile-size", type=int, default=0, help="pixels, a multiple of 8; 0 (default): as trained, the "
+                   "checkpoint's patch size for models trained on small patches, else 512")
+    p.add_argument("--overlap", type=int, default=None, help="pixels, less than half the tile size "
+                   "(default: an eighth of the tile)")
     p.add_argument("--batch-size", type=int, default=0, help="tiles per batch; 0 (default): 1 on a CPU, 4 on a GPU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("auto", "float32"), default="auto")

@@ -20,6 +20,7 @@ import numpy as np
 from .. import scl
 from ..atomic import atomic_folder
 from ..errors import InputError
+from ..net import aspp
 from ..progress import SILENT, Progress, SubProgress, check_canceled
 from ..sizing import check_size
 from .cutting import cut_scene
@@ -300,6 +301,8 @@ def _report(progress: Progress, manifest: Manifest, tried: int, passed: int, dro
         progress.info(f"Validation scenes: {', '.join(manifest.val_scenes) or 'none'}.")
     if config.val_fraction > 0 and n_val == 0:
         progress.warn("Too few patches to set some aside for validation; all of them are for training.")
+    if note := aspp.small_patch_note(config.patch_size_px):
+        progress.info(note)
 
 
 def _prefixes(names: list[str]) -> list[str]:

@@ -11,6 +11,8 @@ opens it. ``meta`` holds:
   network sees ``(clip(raw / scale, 0, 1) - mean) / std``. Written by
   ``input_to_meta`` and read by ``input_from_meta``, nowhere else;
 - ``patch_size``, ``aux`` (whether the auxiliary head was trained);
+- ``aspp_rates``: ASPP's atrous rates at output stride 8 (``aspp``); checkpoints
+  without it have torchvision's standard 12, 24, 36;
 - ``stages``: one record per training run (stage, first_epoch, last_epoch,
   learning_rate, batch_size, class_weights, seed, patches, resumed_from, device);
 - ``history``: one row per epoch (epoch, stage, train_loss, val_loss,
@@ -39,6 +41,7 @@ import torch
 from .. import scl
 from ..atomic import atomic_file
 from ..errors import CheckpointError
+from . import aspp
 from .model import ARCHITECTURE, build_model
 
 FORMAT = "scl-deeplab-checkpoint"
@@ -230,10 +233,11 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[to
     """The checkpoint's DeepLabv3 in eval mode on ``device``, and its metadata.
 
     The auxiliary head, if the checkpoint has one, is left out: prediction does not use it.
+    ASPP gets the rates the model was trained with (``meta["aspp_rates"]``).
     """
     payload = load_checkpoint(path)
     state = {k: v for k, v in payload["state_dict"].items() if not k.startswith("aux_classifier.")}
-    model = build_model(aux=False, initialise=False)
+    model = build_model(aux=False, initialise=False, aspp_rates=aspp.read_rates(payload["meta"]))
     try:
         model.load_state_dict(state, assign=True)
     except RuntimeError as exc:

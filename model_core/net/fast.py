@@ -31,7 +31,12 @@ OUTPUT_STRIDE_FAST = 16
 
 
 def _halve_dilation(conv: nn.Conv2d) -> None:
-    """A 3x3 convolution's dilation (and with it its padding) halved, at least 1."""
+    """A 3x3 convolution's dilation (and with it its padding) halved, at least 1.
+
+    An odd dilation (ASPP rates scaled to small patches, ``aspp.scaled_rates``)
+    rounds down: the tap lands one stride-8 position nearer, so there fast mode
+    approximates the plain one instead of matching it at even positions.
+    """
     if conv.kernel_size == (3, 3) and conv.dilation[0] > 1:
         d = conv.dilation[0] // 2
         conv.dilation, conv.padding = (d, d), (d, d)

@@ -9,6 +9,7 @@ loaded separately by ``weights.py``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -17,6 +18,7 @@ from torch.nn import functional as F
 from torchvision.models.segmentation import DeepLabV3, deeplabv3_resnet50
 
 from .. import scl
+from . import aspp
 
 ARCHITECTURE = "deeplabv3_resnet50"
 Stage = Literal["head", "layer4", "full"]
@@ -31,7 +33,9 @@ _TRAINABLE: dict[str, tuple[str, ...]] = {
 HEAD_PREFIXES = _TRAINABLE["head"]
 
 
-def build_model(*, aux: bool = False, initialise: bool = True) -> nn.Module:
+def build_model(
+    *, aux: bool = False, initialise: bool = True, aspp_rates: Sequence[int] = aspp.STANDARD_RATES
+) -> nn.Module:
     """DeepLabv3-ResNet50 with 11 SCL outputs, randomly initialised; never downloads.
 
     Args:
@@ -40,11 +44,46 @@ def build_model(*, aux: bool = False, initialise: bool = True) -> nn.Module:
         initialise: False skips the random initialisation (about a second on a
             CPU) and leaves the tensors on the "meta" device, for
             ``load_state_dict(state, assign=True)`` with a complete state dict.
+        aspp_rates: ASPP's atrous rates at output stride 8 (see ``aspp``).
     """
     if initialise:
-        return deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
-    with torch.device("meta"):
-        return deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
+        net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
+    else:
+        with torch.device("meta"):
+            net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
+    set_aspp_rates(net, aspp_rates)
+    return net
+
+
+def _aspp_convs(net: nn.Module) -> list[nn.Conv2d]:
+    """The dilated 3x3 convolutions of a torchvision DeepLabHead's ASPP, in rate order; empty without one."""
+    head = getattr(net, "classifier", None)
+    block = head[0] if isinstance(head, nn.Sequential) and len(head) else None
+    if type(block).__name__ != "ASPP":
+        return []
+    return [branch[0] for branch in block.convs if type(branch).__name__ == "ASPPConv"]
+
+
+def set_aspp_rates(net: nn.Module, rates: Sequence[int]) -> bool:
+    """Give ASPP's dilated convolutions these rates, in place; False (nothing changed) for a model without ASPP.
+
+    The weights keep their shapes, so a state dict fits whatever the rates: the
+    rates a model was trained with must come from its checkpoint.
+    """
+    convs = _aspp_convs(net)
+    if not convs:
+        return False
+    if len(rates) != len(convs) or min(rates) < 1:
+        raise ValueError(f"ASPP has {len(convs)} dilated branches; got rates {list(rates)}.")
+    for conv, rate in zip(convs, rates):
+        conv.dilation, conv.padding = (int(rate), int(rate)), (int(rate), int(rate))
+    return True
+
+
+def aspp_rates(net: nn.Module) -> tuple[int, ...] | None:
+    """The rates of the model's ASPP (at output stride 8); ``None`` for a model without ASPP."""
+    convs = _aspp_convs(net)
+    return tuple(conv.dilation[0] for conv in convs) if convs else None
 
 
 def is_trainable(name: str, stage: Stage) -> bool:

@@ -22,21 +22,32 @@ from rasterio.windows import Window
 from ..errors import InputError
 from ..sizing import axis_offsets, check_size
 
+AUTO_TILE = 0  # tile size "as trained": resolved per model by ``tile_choice``
+
 
 @dataclass(frozen=True)
 class TilingConfig:
-    """Tile size and overlap in pixels."""
+    """Tile size and overlap in pixels.
 
-    tile_size_px: int = 512
-    overlap_px: int = 64
+    A tile size of 0 (``AUTO_TILE``) and an overlap of ``None`` are chosen per
+    model when it is known (``tile_choice``): the patch size it was trained on,
+    and an eighth of the tile.
+    """
+
+    tile_size_px: int = AUTO_TILE
+    overlap_px: int | None = None
 
     def validate(self) -> None:
-        """Raise ``InputError`` unless the tile size is a positive multiple of 8 and the overlap below half of it."""
-        check_size(self.tile_size_px, "tile size", note=" (512 is the default)")
-        if self.overlap_px < 0 or 2 * self.overlap_px >= self.tile_size_px:
+        """Raise ``InputError`` unless the tile size is 0 or a positive multiple of 8 and the overlap below half."""
+        if self.tile_size_px != AUTO_TILE:
+            check_size(self.tile_size_px, "tile size",
+                       note=", or 0 (the default) for the patch size the model was trained on")
+        if self.overlap_px is None:
+            return
+        if self.overlap_px < 0 or (self.tile_size_px != AUTO_TILE and 2 * self.overlap_px >= self.tile_size_px):
             raise InputError(
                 f"The overlap {self.overlap_px} px must be at least 0 and less than half the tile size "
-                f"({self.tile_size_px} px). Use e.g. {self.tile_size_px // 8} px."
+                f"({self.tile_size_px} px). Use e.g. {max(self.tile_size_px, 0) // 8} px, or leave it unset."
             )
 
     @property
@@ -78,6 +89,8 @@ def plan_tiles(width: int, height: int, tile_size_px: int, overlap_px: int) -> l
     """
     config = TilingConfig(tile_size_px, overlap_px)
     config.validate()
+    if tile_size_px == AUTO_TILE:
+        raise InputError("Tiles must have a size here; resolve the automatic tile size first (tile_choice).")
     th, tw = tile_extent(height, tile_size_px), tile_extent(width, tile_size_px)
     rows = axis_offsets(height, tile_size_px, config.step_px, short_axis="one")
     cols = axis_offsets(width, tile_size_px, config.step_px, short_axis="one")

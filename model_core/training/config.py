@@ -36,6 +36,7 @@ class TrainConfig:
     precision: str = "auto"  # or "float32"
     seed: int = 0
     workers: int = 0
+    aspp_rates: str = "auto"  # or "scaled", "standard"; see net/aspp.py
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values."""

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..errors import Canceled, CheckpointError, InputError, TrainingError
 from ..evaluation import metrics
-from ..net import checkpoint
+from ..net import aspp, checkpoint
 from ..net import model as model_lib
 from ..net.device import Precision, describe, pick_device, pick_precision
 from ..net.weights import WeightsSource, load_weights
@@ -185,6 +185,9 @@ def _train(
     """The epochs of ``train``, once the data is checked and the device (and process group) are ready."""
     seed_everything(config.seed)
     net, previous, source = _start(config, resume, start, build)
+    rates = aspp.rates_for(config.aspp_rates, manifest.patch_size, aspp.read_rates(previous) if previous else None)
+    if model_lib.set_aspp_rates(net, rates) and (note := aspp.small_patch_note(manifest.patch_size, rates)):
+        (progress.info if rates != aspp.STANDARD_RATES else progress.warn)(note)
     if resume is not None:
         progress.info(f"Continuing from {resume} (epoch {previous.get('epoch')}), stage {config.stage}.")
     elif source is not None and source.kind != "none":
@@ -252,6 +255,7 @@ def _base_meta(
         **checkpoint.input_to_meta(checkpoint.ModelInput.rgb(manifest.dtype, manifest.input_scale, mean, std)),
         "patch_size": manifest.patch_size,
         "aux": model_lib.has_aux(net),
+        "aspp_rates": model_lib.aspp_rates(net),
         "stages": list(previous.get("stages", [])),
         "history": list(previous.get("history", [])),
         "weights_source": previous.get("weights_source") if previous else source.to_meta(),  # type: ignore[union-attr]

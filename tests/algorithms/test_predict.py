@@ -12,6 +12,8 @@ from rasterio.transform import from_origin
 from scl_deeplab.model_core import scl, styles
 from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.prediction import predict
+from scl_deeplab.tests.models import write_random_deeplab
+from scl_deeplab.tests.recording import RecordingFeedback
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(399960.0, 5000040.0, 20.0, 20.0)
@@ -157,3 +159,32 @@ def test_predict_through_qgis_process(deeplab_checkpoint, tmp_path, qgis_process
         assert out.shape == (72, 80) and out.crs == CRS
         assert set(np.unique(out.read(1)[8:])) <= set(scl.learned_codes())
     assert (tmp_path / "pred.qml").read_text() == styles.scl_qml()
+
+
+def test_default_tile_size_is_the_training_patch_size_and_a_far_larger_one_warns(provider, tmp_path):
+    from scl_deeplab.tests.models import META
+
+    small = write_random_deeplab(tmp_path / "small.pt", meta={**META, "patch_size": 32})
+    scene = write_scene(tmp_path / "scene.tif", 72, 40)
+    feedback = RecordingFeedback()
+    run({"INPUT": scene, "MODEL": str(small), "DEVICE": "cpu", "OUTPUT": str(tmp_path / "auto.tif")}, feedback=feedback)
+    assert "Tiles of 32 px, the patch size this model was trained on." in feedback.infos
+    assert any("in 6 tiles of 32 x 32 px (overlap 4 px" in line for line in feedback.infos)  # 3 x 2, 4 px overlap
+    assert feedback.warnings == []
+    feedback = RecordingFeedback()
+    run({"INPUT": scene, "MODEL": str(small), "DEVICE": "cpu", "TILE_SIZE": 512, "OUTPUT": str(tmp_path / "big.tif")},
+        feedback=feedback)
+    assert any("TILE_SIZE 512 px is 16x the 32 px patches" in w and "TILE_SIZE 0" in w for w in feedback.warnings)
+
+
+def test_checkpoint_without_patch_size_keeps_the_512_px_default_with_a_note(provider, tmp_path):
+    from scl_deeplab.tests.models import META
+
+    old = write_random_deeplab(tmp_path / "old.pt", meta={k: v for k, v in META.items() if k != "patch_size"})
+    feedback = RecordingFeedback()
+    run({"INPUT": write_scene(tmp_path / "scene.tif", 72, 40), "MODEL": str(old), "DEVICE": "cpu",
+         "OUTPUT": str(tmp_path / "pred.tif")}, feedback=feedback)
+    assert any(line.startswith("Tiles of 512 px, the default: this checkpoint does not record the patch size")
+               for line in feedback.infos)
+    assert any("in 1 tiles of 72 x 40 px (overlap 64 px" in line for line in feedback.infos)
+    assert feedback.warnings == []

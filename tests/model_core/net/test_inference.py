@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.net import device as device_lib
 from scl_deeplab.model_core.net.device import Precision, pick_precision
+from scl_deeplab.model_core.net.fast import output_stride_16
 from scl_deeplab.model_core.net.inference import TapConv2d, clear_prepared, fold_batchnorm, prepare, prepared
-from scl_deeplab.model_core.net.model import build_model
+from scl_deeplab.model_core.net.model import aspp_rates, build_model, set_aspp_rates
 from scl_deeplab.tests.models import fit_last_layer
 
 AGREEMENT = 0.995  # the issue's target for a path that runs at lower precision
@@ -37,7 +40,11 @@ def fitted() -> tuple[torch.nn.Module, torch.Tensor, np.ndarray]:
     """
     x, codes = blocks()
     torch.manual_seed(0)
-    net = build_model(aux=True)
+    return fit_to_blocks(build_model(aux=True), x, codes), x, codes
+
+
+def fit_to_blocks(net: torch.nn.Module, x: torch.Tensor, codes: np.ndarray) -> torch.nn.Module:
+    """``net`` in eval mode, classifier BatchNorm statistics from ``x``, last layer fitted to ``codes``."""
     for module in net.classifier.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None
@@ -51,7 +58,7 @@ def fitted() -> tuple[torch.nn.Module, torch.Tensor, np.ndarray]:
         net(x)
     hook.remove()
     fit_last_layer(net, features[-1][0].flatten(1).T, torch.from_numpy(codes[4::8, 4::8] - 1).reshape(-1))
-    return net.eval(), x, codes
+    return net.eval()
 
 
 def run(prep, x: torch.Tensor) -> torch.Tensor:
@@ -103,6 +110,34 @@ def test_fast_prepared_model_runs_at_output_stride_16(fitted):
     assert prep.model.backbone.layer3[0].conv2.stride == (2, 2)
     assert net.backbone.layer3[0].conv2.stride == (1, 1)
     assert run(prep, x).shape == (1, scl.NUM_CLASSES, SIDE, SIDE)
+
+
+def test_prepared_model_keeps_aspp_rates_scaled_to_small_patches(fitted):
+    net, x, codes = fitted
+    scaled = copy.deepcopy(net)
+    set_aspp_rates(scaled, (1, 2, 3))
+    with torch.no_grad():
+        assert not torch.allclose(scaled(x)["out"], net(x)["out"], atol=1e-2)  # the rates change what ASPP sees
+    fit_to_blocks(scaled, x, codes)
+    with torch.no_grad():
+        plain = scaled(x)["out"]
+    assert (plain.argmax(1)[0].numpy() + 1 == codes).mean() > 0.95  # refitted, its classes mean something
+    prep = prepare(scaled, Precision(None, "test"))
+    assert torch.allclose(run(prep, x), plain, atol=1e-3, rtol=1e-3)
+    # Random features have thin class margins, so bfloat16 rounding alone flips about 1 % of pixels here:
+    # the prepared bfloat16 copy (taps at rates 2 and 3) must do as well as the plain model under autocast.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = (scaled(x)["out"].float().argmax(1) == plain.argmax(1)).float().mean()
+    bf16 = prepare(scaled, Precision(torch.bfloat16, "test"))
+    assert (run(bf16, x).argmax(1) == plain.argmax(1)).float().mean() >= min(AGREEMENT, autocast - 0.005)
+    branches = [prep.model.classifier[0].convs[i][0] for i in (1, 2, 3)]
+    assert [type(b).__name__ for b in branches] == ["WinogradConv2d", "TapConv2d", "TapConv2d"]
+    assert [b.dilation for b in branches[1:]] == [(2, 2), (3, 3)]  # rate 1 is a plain 3x3, by Winograd
+    # At output stride 16 the rates halve, odd ones rounding down (fast.py): 1, 2, 3 -> 1, 1, 1.
+    assert [output_stride_16(scaled).classifier[0].convs[i][0].dilation for i in (1, 2, 3)] == [(1, 1)] * 3
+    fast = prepare(scaled, Precision(None, "test"), fast=True)
+    assert run(fast, x).shape == (1, scl.NUM_CLASSES, SIDE, SIDE)
+    assert aspp_rates(scaled) == (1, 2, 3) and aspp_rates(net) == (12, 24, 36)  # the source models are unchanged
 
 
 def test_cpu_without_native_bfloat16_gets_a_float32_model(fitted, monkeypatch):

@@ -132,3 +132,62 @@ def test_layer4_training_leaves_layers_1_to_3_byte_identical(patches, start, tmp
     assert "backbone.layer4.0.conv1.weight" in changed
     assert "backbone.layer4.2.bn3.running_var" in changed
     assert "classifier.4.weight" in _changed(before, after, "classifier.")
+
+
+def test_aspp_rates_change_dilation_and_padding_but_not_the_weights():
+    net = model.build_model(aspp_rates=(1, 2, 3))
+    assert model.aspp_rates(net) == (1, 2, 3)
+    convs = [branch[0] for branch in net.classifier[0].convs[1:4]]
+    assert [(c.dilation, c.padding) for c in convs] == [((r, r), (r, r)) for r in (1, 2, 3)]
+    standard = model.build_model()
+    assert model.aspp_rates(standard) == (12, 24, 36)
+    standard.load_state_dict(net.state_dict())  # same tensors whatever the rates
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 32, 32))["out"].shape == (2, scl.NUM_CLASSES, 32, 32)
+    assert not model.set_aspp_rates(nn.Conv2d(3, 3, 1), (1, 2, 3)) and model.aspp_rates(nn.Conv2d(3, 3, 1)) is None
+    with pytest.raises(ValueError, match="3 dilated branches"):
+        model.set_aspp_rates(net, (1, 2))
+
+
+class Lines:
+    """A progress that keeps its log lines."""
+
+    def __init__(self) -> None:
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+
+    def set_progress(self, percent: float) -> None:
+        pass
+
+    def is_canceled(self) -> bool:
+        return False
+
+    def info(self, message: str) -> None:
+        self.infos.append(message)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def test_training_on_small_patches_scales_aspp_and_the_checkpoint_brings_the_rates_back(patches, tmp_path):
+    lines = Lines()
+    config = TrainConfig(stage="full", epochs=1, batch_size=4, device="cpu", pretrained="none", seed=0)
+    result = train(patches, config, tmp_path / "scaled.pt", progress=lines)
+    assert list(result.meta["aspp_rates"]) == [1, 2, 3]
+    assert any("Patches of 32 px" in line and "rates 1, 2, 3" in line for line in lines.infos)
+    net, meta = checkpoint.load_model(result.best_path)
+    assert meta["aspp_rates"] == [1, 2, 3] and model.aspp_rates(net) == (1, 2, 3)
+    resumed = train(patches, TrainConfig(stage="head", epochs=1, batch_size=4, device="cpu"), tmp_path / "more.pt",
+                    resume=result.best_path)
+    assert list(resumed.meta["aspp_rates"]) == [1, 2, 3]  # "auto" keeps the rates the weights learned with
+
+
+def test_checkpoints_without_rates_keep_the_standard_ones_and_say_what_that_means(patches, start, tmp_path):
+    net, meta = checkpoint.load_model(start)
+    assert "aspp_rates" not in meta and model.aspp_rates(net) == (12, 24, 36)
+    lines = Lines()
+    result = train(patches, TrainConfig(stage="head", epochs=1, batch_size=4, device="cpu"), tmp_path / "head.pt",
+                   resume=start, progress=lines)
+    assert list(result.meta["aspp_rates"]) == [12, 24, 36]
+    assert any("keeps the standard rates" in line and "tiles of 32 px" in line for line in lines.warnings)

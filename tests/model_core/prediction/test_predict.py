@@ -211,13 +211,16 @@ def test_cancel_stops_between_batches_and_leaves_no_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
 
 
-def test_default_batch_is_one_tile_on_a_cpu_and_an_explicit_one_is_kept(tmp_path):
-    write_scene(tmp_path / "scene.tif", 200, 150)  # 12 tiles of 64 px with 16 px overlap
-    for batch_size, checks in ((0, 12), (5, 3)):
+def test_default_batch_is_one_512_px_tile_of_pixels_on_a_cpu_and_an_explicit_one_is_kept(tmp_path):
+    write_scene(tmp_path / "scene.tif", 200, 150)  # 12 tiles of 64 px with 16 px overlap, in 3 rows of 4
+    # Batches stay within a row of tiles: 64 px tiles batch 64 at a time by default, so one batch per row.
+    for batch_size, checks in ((1, 12), (0, 3), (5, 3)):
         progress = RecordingProgress()
         predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / f"pred_{batch_size}.tif",
                       config(batch_size=batch_size), progress=progress)
         assert len(progress.percents) == checks  # one progress step per batch
+    assert predict.tiles_per_batch(0, torch.device("cpu")) == 1  # a 512 px tile fills a CPU's caches alone
+    assert predict.tiles_per_batch(0, torch.device("cpu"), 64) == 64
     assert predict.tiles_per_batch(0, torch.device("cuda")) == 4
     with pytest.raises(InputError, match="0 \\(auto\\) or more"):
         predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "bad.tif", config(batch_size=-1))

@@ -70,13 +70,22 @@ def test_two_tiles_overlapping_by_the_ramp_weigh_exactly_one_across_the_seam():
 
 @pytest.mark.parametrize(
     "tile,overlap,match",
-    [(60, 8, "multiple of 8"), (0, 0, "multiple of 8"), (64, 32, "less than half"), (64, -1, "at least 0")],
+    [(60, 8, "multiple of 8"), (-8, 0, "multiple of 8"), (64, 32, "less than half"), (64, -1, "at least 0"),
+     (0, -1, "at least 0")],
 )
 def test_bad_tile_size_or_overlap_is_refused(tile, overlap, match):
     with pytest.raises(InputError, match=match):
         TilingConfig(tile, overlap).validate()
     with pytest.raises(InputError):
         plan_tiles(100, 100, tile, overlap)
+
+
+def test_tile_size_0_means_as_trained_and_must_be_resolved_before_planning():
+    TilingConfig().validate()
+    TilingConfig(0, 64).validate()  # checked against the tile size once the model says it (tile_choice)
+    assert TilingConfig() == TilingConfig(0, None)
+    with pytest.raises(InputError, match="resolve the automatic tile size"):
+        plan_tiles(100, 100, 0, 0)
 
 
 @pytest.mark.parametrize("width,height,tile,overlap", [(150, 130, 64, 16), (40, 200, 32, 8), (30, 20, 64, 8)])
