@@ -22,7 +22,8 @@ from .. import scl
 from ..atomic import atomic_folder
 from ..errors import InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
-from .radiometry import input_scale
+from .radiometry import input_scale, missing_pixels
+from .raster_write import checked_raster
 from .rasters import check_bands, check_scl_codes, label_profile, onto_grid, open_raster, write_scl
 from .windows import DROPPED, TRAIN, VAL, Split, largest_patch, plan_windows, split_windows, window_id
 
@@ -191,14 +192,22 @@ def _cut(
         check_canceled(progress)
         codes = labels.read(1, window=window)
         codes = codes.astype(np.uint8)
+        pixels = src.read(list(config.bands), window=window)
+        # NaN or no-data image pixels have no usable label either: they count as code 0.
+        missing = missing_pixels(pixels, [src.nodatavals[b - 1] for b in config.bands])
+        codes[missing] = scl.NO_DATA
         valid = float(np.count_nonzero(codes)) / codes.size
         best = max(best, valid)
         if valid > 0 and valid >= config.min_valid_fraction:
             name = window_id(window)
             transform = window_transform(window, src.transform)
             profile = _patch_profile(src, window, transform, dtype)
-            with rasterio.open(folder / "images" / f"{name}.tif", "w", **profile) as dst:
-                dst.write(src.read(list(config.bands), window=window).astype(dtype, copy=False))
+            if missing.any():
+                pixels = pixels.copy()
+                pixels[:, missing] = 0
+            path = folder / "images" / f"{name}.tif"
+            with checked_raster(path, path, **profile) as dst:
+                dst.write(pixels.astype(dtype, copy=False))
             write_scl(folder / "masks" / f"{name}.tif", codes, label_profile(profile))
             counts = np.bincount(codes.ravel(), minlength=scl.MAX_CODE + 1)
             records.append(

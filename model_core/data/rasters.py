@@ -16,7 +16,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
 from .. import scl
+from ..atomic import atomic_file
 from ..errors import BandCountError, GridError, MaskCodeError, RasterReadError
+from .raster_write import checked_raster
 
 
 @contextmanager
@@ -79,7 +81,7 @@ def label_profile(like: rasterio.io.DatasetReader | dict[str, Any], **overrides:
 
 def write_scl(path: Path | str, codes: np.ndarray, profile: dict[str, Any]) -> None:
     """Write a uint8 SCL array as a GeoTIFF with the SCL colour table embedded."""
-    with rasterio.open(path, "w", **label_profile(profile)) as dst:
+    with checked_raster(path, path, **label_profile(profile)) as dst:
         dst.write(codes.astype(np.uint8), 1)
         dst.write_colormap(1, scl.colormap())
 
@@ -87,7 +89,8 @@ def write_scl(path: Path | str, codes: np.ndarray, profile: dict[str, Any]) -> N
 def write_style(raster_path: Path | str) -> Path:
     """Write ``<raster>.qml`` beside a raster, so QGIS styles it whenever it is loaded."""
     qml_path = Path(raster_path).with_suffix(".qml")
-    qml_path.write_text(scl.qml(), encoding="utf-8")
+    with atomic_file(qml_path) as tmp:
+        tmp.write_text(scl.qml(), encoding="utf-8")
     return qml_path
 
 

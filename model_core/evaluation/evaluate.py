@@ -15,13 +15,13 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from .. import scl
 from ..atomic import atomic_file
+from ..data.raster_write import checked_raster
 from ..data.rasters import check_scl_codes, extent_window, label_profile, onto_grid, open_raster
 from ..errors import InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
@@ -69,7 +69,8 @@ def disagreement_qml() -> str:
 def write_disagreement_style(raster_path: Path | str) -> Path:
     """Write ``<raster>.qml`` with the disagreement style beside a disagreement raster."""
     qml_path = Path(raster_path).with_suffix(".qml")
-    qml_path.write_text(disagreement_qml(), encoding="utf-8")
+    with atomic_file(qml_path) as tmp:
+        tmp.write_text(disagreement_qml(), encoding="utf-8")
     return qml_path
 
 
@@ -110,7 +111,7 @@ def evaluate_scene(
                 {"width": width, "height": height, "crs": pred_src.crs,
                  "transform": window_transform(window, pred_src.transform)}
             )
-            dst = stack.enter_context(rasterio.open(disagreement_path, "w", **profile))
+            dst = stack.enter_context(checked_raster(disagreement_path, disagreement_path, **profile))
             dst.write_colormap(1, scl.colormap())
         blocks = list(_row_blocks(window, BLOCK_ROWS))
         for i, block in enumerate(blocks):

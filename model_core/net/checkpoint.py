@@ -94,8 +94,9 @@ def save_checkpoint(path: Path | str, state_dict: dict[str, torch.Tensor], meta:
     meta["saved"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     cpu_state = {k: v.detach().to("cpu") for k, v in state_dict.items()}
     payload = {"format": FORMAT, "version": VERSION, "state_dict": cpu_state, "meta": plain(meta)}
-    with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
+    # Through a Python file, so a full disk surfaces as ENOSPC (atomic_file says so), not torch's "unexpected pos".
+    with atomic_file(path) as tmp, open(tmp, "wb") as file:
+        torch.save(payload, file)
 
 
 def read_weights_file(path: Path, advice: str) -> Any:

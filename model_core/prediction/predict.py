@@ -31,6 +31,7 @@ from rasterio.windows import transform as window_transform
 from .. import scl
 from ..atomic import atomic_file
 from ..data.radiometry import to_unit
+from ..data.raster_write import checked_raster
 from ..data.rasters import extent_window, label_profile, open_raster, write_style
 from ..errors import BandCountError, CheckpointError, InputError
 from ..net.device import Precision, describe, pick_device, pick_precision
@@ -186,7 +187,8 @@ def confidence_qml() -> str:
 def write_confidence_style(raster_path: Path | str) -> Path:
     """Write ``<raster>.qml`` with the grey ramp beside a confidence raster."""
     qml_path = Path(raster_path).with_suffix(".qml")
-    qml_path.write_text(confidence_qml(), encoding="utf-8")
+    with atomic_file(qml_path) as tmp:
+        tmp.write_text(confidence_qml(), encoding="utf-8")
     return qml_path
 
 
@@ -300,14 +302,15 @@ def predict_scene(
         nodata = [src.nodatavals[b - 1] for b in bands]
         band = RowBand(scl.NUM_CLASSES, th, width)
         with ExitStack() as stack:
+            # Both temporary files are checked before either replaces anything.
             tmp_out = stack.enter_context(atomic_file(out_path))
-            dst = stack.enter_context(rasterio.open(tmp_out, "w", **profile))
+            tmp_conf = stack.enter_context(atomic_file(confidence_path)) if confidence_path is not None else None
+            dst = stack.enter_context(checked_raster(tmp_out, out_path, **profile))
             dst.write_colormap(1, scl.colormap())
             conf_dst = None
-            if confidence_path is not None:
-                tmp_conf = stack.enter_context(atomic_file(confidence_path))
+            if tmp_conf is not None:
                 conf_dst = stack.enter_context(
-                    rasterio.open(tmp_conf, "w", **{**profile, "nodata": CONFIDENCE_NODATA})
+                    checked_raster(tmp_conf, confidence_path, **{**profile, "nodata": CONFIDENCE_NODATA})
                 )
 
             def flush(until: int) -> None:
@@ -324,8 +327,10 @@ def predict_scene(
                 if top > band.top:
                     flush(top)
                 raw = src.read(bands, window=Window(col0, row0 + top, width, th))
-                band.set_nodata(top, nodata_mask(raw, nodata))
+                missing = nodata_mask(raw, nodata)
+                band.set_nodata(top, missing)
                 unit = to_unit(raw, spec.scale)
+                unit[:, missing] = 0.0  # no data reads as 0, whatever its raw value (NaN, -9999)
                 for batch in _batches(row, batch_size):
                     check_canceled(progress)
                     weighted = runner(np.stack([unit[:, :, t.col_off : t.col_off + tw] for t in batch]))

@@ -145,7 +145,7 @@ def test_failing_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def half_write(obj, f):
-        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        f.write(b"PK\x03\x04 half a checkpoint")  # save_checkpoint hands torch an open file
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", half_write)
