@@ -40,12 +40,15 @@ class MakePatches(SclAlgorithm):
         "beside 10 m bands): it is resampled onto the scene's grid with nearest neighbour.\n"
         "Patch size: pixels, a multiple of 8. Stride: the step between patches; 0 means the patch size "
         "(no overlap). The last row and column are moved inward so the edges are covered without padding.\n"
-        "Minimum valid fraction: the share of non-zero SCL pixels a patch needs to be kept.\n"
+        "Minimum valid fraction: the share of pixels with a non-zero SCL code a patch needs to be kept; "
+        "scene pixels that are NaN or the scene's no-data value count as code 0.\n"
         "Split: spatial blocks keep neighbouring patches together, and training patches that overlap a "
         "validation patch are left out, so no pixel is on both sides; random picks single patches.\n\n"
         "Output folder: images/ and masks/ GeoTIFFs (georeferenced, drag them into QGIS), index.json (the "
         "manifest the training algorithms take as Patches) and preview.png. A folder that is not empty is "
-        "refused unless Overwrite is on. Takes seconds for a 2000 x 2000 px scene."
+        "refused. Overwrite replaces only what an earlier run of this algorithm wrote there (its index.json, "
+        "images/, masks/ and preview.png); a folder that also holds the scene, the SCL or any other file is "
+        "still refused, and those files are listed. Takes seconds for a 2000 x 2000 px scene."
     )
 
     def name(self) -> str:
@@ -112,7 +115,9 @@ class MakePatches(SclAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterBoolean(self.OVERWRITE, self.tr("Overwrite a non-empty output folder"), False)
+            QgsProcessingParameterBoolean(
+                self.OVERWRITE, self.tr("Overwrite an earlier run's patches in the output folder"), False
+            )
         )
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_INDEX, self.tr("Patches manifest (index.json)")))

@@ -11,7 +11,7 @@ import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -150,3 +150,34 @@ def _swap_in(tmp: Path, final: Path) -> None:
         os.replace(old, final)
         raise OutputError(f"Cannot replace the folder {final}: {exc.strerror}. Choose another output folder.") from exc
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_replaceable(
+    folder: Path | str, *, marker: str, is_ours: Callable[[Path], bool], own: Collection[str],
+    inputs: Iterable[Path | str] = (),
+) -> None:
+    """Refuse to overwrite ``folder`` unless all it holds is a previous run's output.
+
+    The folder is a previous run's when its ``marker`` file (e.g. ``index.json``)
+    passes ``is_ours``; then the entries named in ``own`` are that run's. Anything
+    else in it, and any of ``inputs`` inside it, raises ``OutputError`` listing a few.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    resolved = folder.resolve()
+    inside = sorted(str(p) for p in (Path(i).resolve() for i in inputs) if p.is_relative_to(resolved))
+    if inside:
+        raise OutputError(
+            f"The output folder {folder} holds this run's input {inside[0]}; overwriting it would delete it. "
+            "Choose another output folder."
+        )
+    marker_path = folder / marker
+    ours = set(own) if marker_path.is_file() and is_ours(marker_path) else set()
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.startswith("."))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise OutputError(
+            f"The output folder {folder} holds files that an earlier run did not write ({shown}); "
+            "overwriting replaces only an earlier run's output. Choose an empty or new folder, or move those files."
+        )

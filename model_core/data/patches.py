@@ -19,7 +19,7 @@ from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from .. import scl
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_replaceable
 from ..errors import InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
 from .radiometry import input_scale, missing_pixels
@@ -117,6 +117,9 @@ def make_patches(
     from ..evaluation.preview import write_preview  # matplotlib is only needed at the end
 
     image, mask, out_dir = Path(image).resolve(), Path(mask).resolve(), Path(out_dir)
+    if config.overwrite:
+        check_replaceable(out_dir, marker=INDEX_NAME, is_ours=_is_patches_index, inputs=(image, mask),
+                          own=(INDEX_NAME, PREVIEW_NAME, "images", "masks"))
     with open_raster(image) as src:
         check_bands(src, config.bands)
         dtype = np.result_type(*(src.dtypes[b - 1] for b in config.bands)).name
@@ -161,6 +164,14 @@ def make_patches(
             write_preview(tmp, manifest, tmp / PREVIEW_NAME, count=config.preview_patches, seed=config.seed)
     progress.set_progress(100)
     return PatchResult(out_dir / INDEX_NAME, out_dir / PREVIEW_NAME, n_train, n_val, len(windows), dropped, histogram)
+
+
+def _is_patches_index(path: Path) -> bool:
+    """True when ``path`` is an index this module wrote."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def check_mask_codes(mask: Path, rows_per_read: int = 512) -> None:
