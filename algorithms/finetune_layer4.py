@@ -10,7 +10,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from .base import SclAlgorithm
+from .base import SclAlgorithm, refuse_overwriting_inputs
 from .train_head import add_run_parameters, add_training_outputs, advanced, learning_rate_parameter, run_training
 
 UNFREEZE_OPTIONS = ["layer4", "full"]
@@ -86,6 +86,12 @@ class FinetuneLayer4(SclAlgorithm):
             device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
             seed=self.parameterAsInt(parameters, self.SEED, context),
             workers=self.parameterAsInt(parameters, self.WORKERS, context),
+        )
+        refuse_overwriting_inputs(
+            {self.PATCHES: self.parameterAsFile(parameters, self.PATCHES, context),
+             self.MODEL: self.parameterAsFile(parameters, self.MODEL, context)},
+            {self.OUTPUT_MODEL: self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context),
+             self.OUTPUT_CURVES: self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context)},
         )
         return run_training(
             config,

@@ -18,7 +18,7 @@ from qgis.core import (
 from ..model_core.data.patches import PATCH_MULTIPLE, PatchConfig, make_patches, parse_bands
 from ..model_core.data.windows import largest_patch
 from ..model_core.errors import InputError
-from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
+from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, refuse_overwriting_inputs
 
 
 class MakePatches(SclAlgorithm):
@@ -156,6 +156,7 @@ class MakePatches(SclAlgorithm):
         scene = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         mask = self.parameterAsRasterLayer(parameters, self.MASK, context)
         folder = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
+        refuse_overwriting_inputs({self.INPUT: scene.source(), self.MASK: mask.source()}, {self.OUTPUT_FOLDER: folder})
         stride = self.parameterAsInt(parameters, self.STRIDE, context)
         with core_errors_as_processing_exceptions():
             config = PatchConfig(

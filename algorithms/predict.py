@@ -18,7 +18,13 @@ from qgis.core import (
 from ..model_core.data.patches import parse_bands
 from ..model_core.errors import InputError
 from ..model_core.prediction.tiling import TILE_MULTIPLE, TilingConfig
-from .base import RESOURCES, SclAlgorithm, core_errors_as_processing_exceptions, style_output
+from .base import (
+    RESOURCES,
+    SclAlgorithm,
+    core_errors_as_processing_exceptions,
+    refuse_overwriting_inputs,
+    style_output,
+)
 from .worker import predict_in_runtime
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -142,6 +148,8 @@ class Predict(SclAlgorithm):
         checkpoint = self.parameterAsFile(parameters, self.MODEL, context)
         out_path = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         conf_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
+        refuse_overwriting_inputs({self.INPUT: scene.source(), self.MODEL: checkpoint},
+                                  {self.OUTPUT: out_path, self.OUTPUT_CONFIDENCE: conf_path})
         extent = None
         if parameters.get(self.EXTENT):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, scene.crs())

@@ -21,7 +21,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import SclAlgorithm, core_errors_as_processing_exceptions
+from .base import SclAlgorithm, core_errors_as_processing_exceptions, refuse_overwriting_inputs
 
 PRETRAINED_OPTIONS = ["auto", "coco", "imagenet", "none"]
 
@@ -185,6 +185,12 @@ class TrainHead(SclAlgorithm):
             device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
             seed=self.parameterAsInt(parameters, self.SEED, context),
             workers=self.parameterAsInt(parameters, self.WORKERS, context),
+        )
+        refuse_overwriting_inputs(
+            {self.PATCHES: self.parameterAsFile(parameters, self.PATCHES, context),
+             self.WEIGHTS_FILE: config["weights_file"]},
+            {self.OUTPUT_MODEL: self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context),
+             self.OUTPUT_CURVES: self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context)},
         )
         return run_training(
             config,

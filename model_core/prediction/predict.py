@@ -42,6 +42,7 @@ from .tiling import RowBand, Tile, TilingConfig, blend_weights, plan_tiles, tile
 
 log = logging.getLogger(__name__)
 
+SMALL_TILE_PX = 128  # below this a tile shows the model less than its usual context: warn
 CONFIDENCE_NODATA = 255  # confidence is 0-100 %, so 255 is free to mark no data
 
 
@@ -292,6 +293,11 @@ def predict_scene(
             f"as {', '.join(spec.band_order)}."
         )
         progress.info(describe(device, precision))
+        if 0 < tiling.tile_size_px < SMALL_TILE_PX:
+            progress.warn(
+                f"Tiles of {tiling.tile_size_px} px show the model little context around each pixel, and "
+                f"{len(tiles)} of them run slowly; use {SMALL_TILE_PX} px or more (512 by default)."
+            )
         if config.fast:
             progress.info("Fast mode: backbone and ASPP run at output stride 16 (smoother class edges).")
         profile = label_profile(

@@ -350,3 +350,23 @@ def test_nan_in_a_float_scene_is_no_data_and_does_not_spread(tmp_path):
     assert (codes == read(tmp_path / "clean_scl.tif")).all()
     assert (read(tmp_path / "holed_conf.tif") == read(tmp_path / "clean_conf.tif")).all()
     assert (codes != 0).sum() == 160 * 160 - 40 * 40 - 1
+
+
+class Warnings(CancelAfter):
+    """A progress that keeps its warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(10**9)
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def test_tiles_below_128_px_warn_and_larger_ones_do_not(tmp_path):
+    write_scene(tmp_path / "scene.tif", 256, 256)
+    small, large = Warnings(), Warnings()
+    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "a.tif", config(64, 16), progress=small)
+    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "b.tif", config(128, 16), progress=large)
+    assert len(small.warnings) == 1 and "Tiles of 64 px" in small.warnings[0] and "25 of them" in small.warnings[0]
+    assert large.warnings == []
