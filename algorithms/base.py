@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterNumber,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -152,6 +153,12 @@ class SclAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(str(RESOURCES / "icon.svg"))
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
+        message = number_out_of_range(self, parameters)
+        if message:
+            return False, message
+        return super().checkParameterValues(parameters, context)
+
 
 def refuse_overwriting_inputs(
     inputs: Mapping[str, str | Path | None], outputs: Mapping[str, str | Path | None]
@@ -185,3 +192,25 @@ def refuse_overwriting_inputs(
                     "the other. Choose different paths."
                 )
         seen.append((out_name, target))
+
+
+def number_out_of_range(algorithm: QgsProcessingAlgorithm, parameters: Mapping[str, object]) -> str | None:
+    """Say which number parameter is outside its declared limits (QGIS itself only says "Incorrect parameter value")."""
+    for definition in algorithm.parameterDefinitions():
+        if not isinstance(definition, QgsProcessingParameterNumber):
+            continue
+        try:
+            value = float(parameters.get(definition.name()))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue  # unset, or an expression: QGIS checks those
+        whole = definition.dataType() == QgsProcessingParameterNumber.Integer
+        shown = (lambda v: f"{v:.0f}") if whole else (lambda v: f"{v:g}")
+        low, high = definition.minimum(), definition.maximum()
+        limits = []
+        if low > -1e300:
+            limits.append(f"at least {shown(low)}")
+        if high < 1e300:
+            limits.append(f"at most {shown(high)}")
+        if value < low or value > high:
+            return f"{definition.description()} ({definition.name()}) must be {' and '.join(limits)}, not {shown(value)}."
+    return None

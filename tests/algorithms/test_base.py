@@ -74,3 +74,22 @@ def test_a_link_to_the_input_is_the_input(provider, files, tmp_path):
         processing.run("scldeeplab:predict", {"INPUT": str(files["scene"]), "MODEL": str(files["model"]),
                                               "OUTPUT": str(link)})
     assert shutil.os.path.islink(link)
+
+
+@pytest.mark.parametrize("algorithm,params,match", [
+    ("makepatches", {"PATCH_SIZE": 0}, r"\(PATCH_SIZE\) must be at least 8, not 0"),
+    ("trainhead", {"EPOCHS": 0}, r"Epochs \(EPOCHS\) must be at least 1, not 0"),
+    ("samplescene", {"SIZE": 100000}, r"\(SIZE\) must be at least \d+ and at most \d+, not 100000"),
+])
+def test_a_number_outside_its_limits_names_the_limit(provider, files, tmp_path, algorithm, params, match):
+    import processing
+
+    base = {
+        "makepatches": {"INPUT": str(files["scene"]), "MASK": str(files["scl"]), "OUTPUT_FOLDER": str(tmp_path / "o")},
+        "trainhead": {"PATCHES": str(files["patches"]), "OUTPUT_MODEL": str(tmp_path / "m.pt"),
+                      "OUTPUT_CURVES": "TEMPORARY_OUTPUT"},
+        "samplescene": {"OUTPUT_IMAGE": str(tmp_path / "a.tif"), "OUTPUT_SCL": str(tmp_path / "b.tif")},
+    }[algorithm]
+    with pytest.raises(QgsProcessingException, match=match):
+        processing.run(f"scldeeplab:{algorithm}", {**base, **params})
+    assert list(tmp_path.iterdir()) == []
