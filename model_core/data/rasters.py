@@ -23,13 +23,36 @@ from .raster_write import checked_raster
 
 @contextmanager
 def open_raster(path: Path | str) -> Iterator[rasterio.io.DatasetReader]:
-    """Open a raster for reading, turning GDAL's errors into ``RasterReadError``."""
+    """Open a raster for reading, turning GDAL's errors into ``RasterReadError``.
+
+    A read of this file that fails inside the block (a file cut short by a broken
+    copy or download) becomes a ``RasterReadError`` that names the file too.
+    """
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
         raise RasterReadError(f"Cannot read the raster {path}: {exc}. Check that the file exists and is a raster.") from exc
     with src:
-        yield src
+        try:
+            yield src
+        except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:
+            if "Read or write failed" not in str(exc) or str(src.name) not in str(exc):
+                raise  # another file's error
+            raise RasterReadError(
+                f"The raster {path} is damaged (part of it cannot be read: {_first_line(exc)}). "
+                "It may be cut short by an interrupted copy or download: copy, download or make it again."
+            ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def check_readable(src: rasterio.io.DatasetReader) -> None:
+    """Read the raster's last block, where a file cut short fails first (call inside ``open_raster``)."""
+    *_, (_, last) = src.block_windows(1)
+    src.read(window=last)
 
 
 def check_bands(src: rasterio.io.DatasetReader, bands: tuple[int, ...], what: str = "scene") -> None:

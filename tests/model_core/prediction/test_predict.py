@@ -370,3 +370,15 @@ def test_tiles_below_128_px_warn_and_larger_ones_do_not(tmp_path):
     predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "b.tif", config(128, 16), progress=large)
     assert len(small.warnings) == 1 and "Tiles of 64 px" in small.warnings[0] and "25 of them" in small.warnings[0]
     assert large.warnings == []
+
+
+def test_a_scene_cut_short_is_named_as_damaged_and_nothing_written(tmp_path):
+    from scl_deeplab.model_core.errors import RasterReadError
+
+    scene = tmp_path / "scene.tif"
+    write_scene(scene, 200, 200)
+    with open(scene, "r+b") as f:
+        f.truncate(scene.stat().st_size // 2)
+    with pytest.raises(RasterReadError, match=f"raster {scene} is damaged"):
+        predict_scene(scene, TinyFcn().eval(), META, tmp_path / "pred.tif", config(64, 16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]

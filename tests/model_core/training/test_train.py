@@ -339,6 +339,18 @@ def _mixed_files(tmp: Path) -> Path:
     return write_manifest(tmp, n_train=3, n_val=1, sizes={2: 48})
 
 
+def test_a_patch_file_cut_short_is_named_as_damaged(tmp_path):
+    from scl_deeplab.model_core.errors import RasterReadError
+
+    index = write_manifest(tmp_path / "p", n_train=3, n_val=1)
+    image = tmp_path / "p" / "images" / "p001.tif"
+    with open(image, "r+b") as f:
+        f.truncate(image.stat().st_size * 2 // 3)
+    with pytest.raises(RasterReadError, match=f"raster {image} is damaged"):
+        train(index, FAST, tmp_path / "m.pt", build=stand_in())
+    assert not (tmp_path / "m.pt").exists()
+
+
 def _bad_codes(tmp: Path) -> Path:
     codes = layout(0)
     codes[5, 5], codes[6, 6] = 15, 200
