@@ -28,6 +28,7 @@ atomically, so a failed or canceled write leaves the previous file intact.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,14 @@ def read_weights_file(path: Path, advice: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - junk makes torch.load raise any kind; the cause stays chained
+        if "Weights only load failed" in str(exc):
+            # torch's own text goes on to suggest weights_only=False: that would run whatever the file holds.
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            raise CheckpointError(
+                f"{path} is not an SCL DeepLab checkpoint or PyTorch weights file: it holds code or Python objects "
+                f"that are not tensors{f' ({found.group(1)})' if found else ''} and will not be loaded, since "
+                f"opening it could run that code. {advice}"
+            ) from exc
         raise CheckpointError(
             f"{path} is not an SCL DeepLab checkpoint or PyTorch weights file (it cannot be read as tensors: "
             f"{_first_line(exc)}). {advice}"
