@@ -108,3 +108,21 @@ def test_full_disk_while_saving_a_checkpoint_says_so_and_keeps_the_earlier_one(t
             save_checkpoint(disk / "m.pt", {"w": torch.randn(200_000)}, {"epoch": 2})
         assert load_checkpoint(disk / "m.pt")["meta"]["epoch"] == 1
         assert sorted(p.name for p in disk.iterdir()) == ["filler.bin", "m.pt"]
+
+
+def test_an_empty_folder_that_cannot_be_replaced_is_a_clear_error(tmp_path):
+    import shutil
+    import subprocess
+
+    final = tmp_path / "patches"
+    final.mkdir()
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(final)]).returncode != 0:
+        pytest.skip("marking a folder immutable needs chattr on a file system that supports it")
+    try:
+        with pytest.raises(OutputError, match=f"Cannot replace the folder {final}: Operation not permitted"):
+            with atomic_folder(final, overwrite=True) as tmp:
+                (tmp / "new.txt").write_text("new")
+        assert final.is_dir() and list(final.iterdir()) == []
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["patches"]
+    finally:
+        subprocess.run(["chattr", "-i", str(final)])
