@@ -173,8 +173,11 @@ def check_replaceable(
             "Choose another output folder."
         )
     marker_path = folder / marker
-    ours = set(own) if marker_path.is_file() and is_ours(marker_path) else set()
-    foreign = sorted(p.name for p in folder.iterdir() if p.name not in ours and not p.name.startswith("."))
+    ours = tuple(own) if marker_path.is_file() and is_ours(marker_path) else ()
+    # A sidecar of the run's own file (preview.png.aux.xml, written when QGIS opened it) is the run's too.
+    foreign = sorted(
+        p.name for p in folder.iterdir() if not any(p.name == o or p.name.startswith(f"{o}.") for o in ours)
+    )
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise OutputError(

@@ -101,15 +101,19 @@ def checked_raster(path: Path | str, final: Path | str, **profile: Any) -> Itera
     while writing, or when the closed file does not read back.
     """
     final = Path(final)
+
+    def about_this_file(messages: list[str]) -> list[str]:
+        # Reads of an input inside the block may fail too: those are not this file's failures.
+        return [m for m in messages if str(path) in m or "writ" in m.lower() or "no space" in m.lower()]
+
     with gdal_failures() as failures:
         try:
             with rasterio.open(path, "w", **profile) as dst:
                 yield dst
         except _RASTERIO_ERRORS as exc:
-            # A failed read of an input inside the block is not this file's fault.
-            if any("writ" in m.lower() or "no space" in m.lower() for m in failures):
-                raise _failure(final, failures) from exc
+            if about_this_file(failures):
+                raise _failure(final, about_this_file(failures)) from exc
             raise
-        if failures:
-            raise _failure(final, failures)
+        if about_this_file(failures):
+            raise _failure(final, about_this_file(failures))
     verify_raster(path, final)

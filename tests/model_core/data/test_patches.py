@@ -304,8 +304,10 @@ def test_overwrite_replaces_a_previous_run(tmp_path):
     out = tmp_path / "out"
     make_patches(image, mask, out, PatchConfig(patch_size_px=32))
     (out / "images" / "stale.tif").write_text("old")  # the earlier run's patch folders go as a whole
+    (out / "preview.png.aux.xml").write_text("<PAMDataset/>")  # GDAL's sidecar when QGIS opened the preview
     result = make_patches(image, mask, out, PatchConfig(patch_size_px=64, overwrite=True))
     assert not (out / "images" / "stale.tif").exists() and result.train_count == 1
+    assert not (out / "preview.png.aux.xml").exists()
     assert leftovers(tmp_path) == []
 
 
