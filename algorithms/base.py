@@ -212,5 +212,8 @@ def number_out_of_range(algorithm: QgsProcessingAlgorithm, parameters: Mapping[s
         if high < 1e300:
             limits.append(f"at most {shown(high)}")
         if value < low or value > high:
-            return f"{definition.description()} ({definition.name()}) must be {' and '.join(limits)}, not {shown(value)}."
+            return (
+                f"{definition.description()} ({definition.name()}) must be {' and '.join(limits)}, "
+                f"not {shown(value)}."
+            )
     return None

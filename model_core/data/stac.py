@@ -181,8 +181,8 @@ def search(
         raise _catalogue_error(exc, where, _secrets(sent)) from exc
     except (OSError, ValueError, KeyError, STACError, STACTypeError) as exc:  # unreachable, or not STAC
         raise CatalogueError(
-            f"Cannot search {where}: {_no_secrets(str(exc), _secrets(sent))[:300]}. Check the internet connection and the "
-            f"catalogue URL (Earth Search: {EARTH_SEARCH_URL}; Copernicus Data Space: {CDSE_STAC_URL})."
+            f"Cannot search {where}: {_no_secrets(str(exc), _secrets(sent))[:300]}. Check the internet connection "
+            f"and the catalogue URL (Earth Search: {EARTH_SEARCH_URL}; Copernicus Data Space: {CDSE_STAC_URL})."
         ) from exc
     results = [_found(item) for item in items]
     results = [r for r in results if r.cloud_cover is None or r.cloud_cover <= config.max_cloud_cover]
