@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -83,6 +84,13 @@ def atomic_file(final: Path | str) -> Iterator[Path]:
         # GDAL may leave sidecars of the temporary name (.aux.xml, .ovr).
         for sidecar in final.parent.glob(tmp.name + ".*"):
             sidecar.unlink(missing_ok=True)
+
+
+def final_path(path: Path | str) -> Path:
+    """The output a temporary file of ``atomic_file`` stands for (``.a.x1.part.tif``: ``a.tif``), else ``path``."""
+    path = Path(path)
+    found = re.fullmatch(r"\.(.+)\.[^.]+\.part(\.[^.]*)?", path.name)
+    return path.with_name(found.group(1) + (found.group(2) or "")) if found else path
 
 
 def remove_stale_parts(final: Path | str) -> int:

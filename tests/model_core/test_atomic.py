@@ -126,3 +126,11 @@ def test_an_empty_folder_that_cannot_be_replaced_is_a_clear_error(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["patches"]
     finally:
         subprocess.run(["chattr", "-i", str(final)])
+
+
+def test_final_path_names_the_output_a_temporary_file_stands_for(tmp_path):
+    from scl_deeplab.model_core.atomic import final_path
+
+    with atomic_file(tmp_path / "pred.v2.tif") as tmp:
+        assert final_path(tmp) == tmp_path / "pred.v2.tif"
+    assert final_path(tmp_path / "pred.tif") == tmp_path / "pred.tif"
