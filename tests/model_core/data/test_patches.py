@@ -472,3 +472,14 @@ def test_mask_in_another_crs_is_reprojected_onto_the_scene(tmp_path):
         back = src.read(1)
     assert set(np.unique(back)) <= set(np.unique(blocks)) | {0}
     assert (back == blocks).mean() > 0.9  # nearest keeps codes; only block edges may move by a pixel
+
+
+def test_full_disk_is_an_error_and_leaves_nothing(tmp_path):
+    from scl_deeplab.tests.full_disk import fill, tiny_disk
+
+    image, mask, _, _ = random_scene(tmp_path, size=256)
+    with tiny_disk(tmp_path / "disk", 1024) as disk:
+        fill(disk, 96)  # random pixels do not compress: 256 x 256 x 3 bytes do not fit
+        with pytest.raises(OutputError, match="No space left on .*disk"):
+            make_patches(image, mask, disk / "out", PatchConfig(patch_size_px=64, preview_patches=0))
+        assert sorted(p.name for p in disk.iterdir()) == ["filler.bin"]
