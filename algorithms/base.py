@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterNumber,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -142,3 +143,68 @@ class SclAlgorithm(QgsProcessingAlgorithm):
     def extent_crs(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str | None:
         """The CRS the extent parameter ``name`` was given in, as text rasterio understands; None when unknown."""
         return crs_for_core(self.parameterAsExtentCrs(parameters, name, context))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
+        message = number_out_of_range(self, parameters)
+        if message:
+            return False, message
+        return super().checkParameterValues(parameters, context)
+
+
+def refuse_overwriting_inputs(
+    inputs: Mapping[str, str | Path | None], outputs: Mapping[str, str | Path | None]
+) -> None:
+    """Raise ``QgsProcessingException`` when an output path is an input's, or another output's, before any work.
+
+    Keys are parameter names, values paths (a layer's source is fine); empty values
+    are skipped. Paths are compared resolved, so links, ".." and "~" do not hide a match.
+    """
+
+    def resolved(value: str | Path | None) -> Path | None:
+        text = str(value or "").split("|", 1)[0].strip()  # a layer source may carry "|layername=..."
+        return Path(text).expanduser().resolve() if text else None
+
+    sources = [(name, resolved(path)) for name, path in inputs.items()]
+    seen: list[tuple[str, Path | None]] = []
+    for out_name, out_value in outputs.items():
+        target = resolved(out_value)
+        if target is None:
+            continue
+        for in_name, source in sources:
+            if source == target:
+                raise QgsProcessingException(
+                    f"The output {out_name} ({target}) is the input {in_name}: writing it would overwrite "
+                    f"that input. Choose another path for {out_name}."
+                )
+        for other_name, other in seen:
+            if other == target:
+                raise QgsProcessingException(
+                    f"The outputs {other_name} and {out_name} are the same file ({target}); one would overwrite "
+                    "the other. Choose different paths."
+                )
+        seen.append((out_name, target))
+
+
+def number_out_of_range(algorithm: QgsProcessingAlgorithm, parameters: Mapping[str, object]) -> str | None:
+    """Say which number parameter is outside its declared limits (QGIS itself only says "Incorrect parameter value")."""
+    for definition in algorithm.parameterDefinitions():
+        if not isinstance(definition, QgsProcessingParameterNumber):
+            continue
+        try:
+            value = float(parameters.get(definition.name()))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue  # unset, or an expression: QGIS checks those
+        whole = definition.dataType() == QgsProcessingParameterNumber.Integer
+        shown = (lambda v: f"{v:.0f}") if whole else (lambda v: f"{v:g}")
+        low, high = definition.minimum(), definition.maximum()
+        limits = []
+        if low > -1e300:
+            limits.append(f"at least {shown(low)}")
+        if high < 1e300:
+            limits.append(f"at most {shown(high)}")
+        if value < low or value > high:
+            return (
+                f"{definition.description()} ({definition.name()}) must be {' and '.join(limits)}, "
+                f"not {shown(value)}."
+            )
+    return None

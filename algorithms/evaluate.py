@@ -14,7 +14,13 @@ from qgis.core import (
 )
 
 from ..model_core.evaluation.evaluate import EvaluationOutputs, evaluate_to_files
-from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, style_output
+from .base import (
+    FeedbackProgress,
+    SclAlgorithm,
+    core_errors_as_processing_exceptions,
+    refuse_overwriting_inputs,
+    style_output,
+)
 
 
 def _finite(value: float) -> float | None:
@@ -123,6 +129,13 @@ class Evaluate(SclAlgorithm):
             disagreement=Path(disagreement) if disagreement else None,
             figure=self._file(parameters, self.OUTPUT_FIGURE, context),
             metrics_json=self._file(parameters, self.OUTPUT_METRICS, context),
+        )
+        refuse_overwriting_inputs(
+            {self.PREDICTION: prediction.source(), self.REFERENCE: reference.source(),
+             self.IMAGE: image.source() if image is not None else None},
+            {self.OUTPUT_REPORT: outputs.report, self.OUTPUT_MATRIX: outputs.matrix_csv,
+             self.OUTPUT_MATRIX_PNG: outputs.matrix_png, self.OUTPUT_DISAGREEMENT: outputs.disagreement,
+             self.OUTPUT_FIGURE: outputs.figure, self.OUTPUT_METRICS: outputs.metrics_json},
         )
         with core_errors_as_processing_exceptions():
             result = evaluate_to_files(

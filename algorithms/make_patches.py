@@ -25,7 +25,7 @@ from ..model_core.data.windows import SPLITS as SPLIT_NAMES
 from ..model_core.data.windows import largest_patch
 from ..model_core.errors import InputError
 from ..model_core.sizing import SIZE_MULTIPLE, is_valid_size, size_suggestions
-from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
+from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, refuse_overwriting_inputs
 
 
 class MakePatches(SclAlgorithm):
@@ -61,7 +61,8 @@ class MakePatches(SclAlgorithm):
         "says how many pixels of each scene became no data.\n"
         "Patch size: pixels, a multiple of 8. Stride: the step between patches; 0 means the patch size "
         "(no overlap). The last row and column are moved inward so the edges are covered without padding.\n"
-        "Minimum valid fraction: the share of non-zero SCL pixels a patch needs to be kept.\n"
+        "Minimum valid fraction: the share of pixels with a non-zero SCL code a patch needs to be kept; "
+        "scene pixels that are NaN or the scene's no-data value count as code 0.\n"
         "Split: spatial blocks (within each scene) keep neighbouring patches together, and training patches "
         "that overlap a validation patch are left out, so no pixel is on both sides; random picks single "
         "patches; whole scenes sends every patch of the Validation scenes (names, comma-separated) to "
@@ -70,8 +71,10 @@ class MakePatches(SclAlgorithm):
         "say which scenes trained and which validated.\n\n"
         "Output folder: images/ and masks/ GeoTIFFs (georeferenced, drag them into QGIS), index.json (the "
         "manifest the training algorithms take as Patches, with class histograms per scene and in total) and "
-        "preview.png (patches from several scenes). A folder that is not empty is refused unless Overwrite is "
-        "on. Takes seconds for a 2000 x 2000 px scene."
+        "preview.png (patches from several scenes). A folder that is not empty is refused. Overwrite replaces only "
+        "what an earlier run of this algorithm wrote there (its index.json, images/, masks/ and preview.png); a "
+        "folder that also holds a scene, an SCL or any other file is still refused, and those files are listed. "
+        "Takes seconds for a 2000 x 2000 px scene."
     )
 
     def name(self) -> str:
@@ -154,7 +157,9 @@ class MakePatches(SclAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             self.UNKNOWN_CODES_AS_NO_DATA, self.tr("Treat SCL codes outside 0-11 as no data"), False))
         self.addParameter(
-            QgsProcessingParameterBoolean(self.OVERWRITE, self.tr("Overwrite a non-empty output folder"), False)
+            QgsProcessingParameterBoolean(
+                self.OVERWRITE, self.tr("Overwrite an earlier run's patches in the output folder"), False
+            )
         )
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_INDEX, self.tr("Patches manifest (index.json)")))
@@ -250,6 +255,11 @@ class MakePatches(SclAlgorithm):
                 unknown_codes_as_no_data=self.parameterAsBoolean(parameters, self.UNKNOWN_CODES_AS_NO_DATA, context),
             )
             scenes = self._scenes(parameters, context)
+            refuse_overwriting_inputs(
+                {**{f"{self.INPUT} ({s.name})": s.image for s in scenes},
+                 **{f"{self.MASK} ({s.name})": s.mask for s in scenes}},
+                {self.OUTPUT_FOLDER: folder},
+            )
             feedback.pushInfo(self.tr("{n} scene(s): {names}.").format(
                 n=len(scenes), names=", ".join(s.name for s in scenes)))
             result = make_patches(scenes, Path(folder), config, progress=FeedbackProgress(feedback))

@@ -20,7 +20,13 @@ from ..model_core.errors import InputError
 from ..model_core.prediction.config import PredictConfig
 from ..model_core.prediction.tiling import AUTO_TILE, TilingConfig
 from ..runtime import dispatch
-from .base import RESOURCES, SclAlgorithm, core_errors_as_processing_exceptions, style_output
+from .base import (
+    RESOURCES,
+    SclAlgorithm,
+    core_errors_as_processing_exceptions,
+    refuse_overwriting_inputs,
+    style_output,
+)
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -152,6 +158,8 @@ class Predict(SclAlgorithm):
         checkpoint = self.parameterAsFile(parameters, self.MODEL, context)
         out_path = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         conf_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_CONFIDENCE, context) or None
+        refuse_overwriting_inputs({self.INPUT: scene.source(), self.MODEL: checkpoint},
+                                  {self.OUTPUT: out_path, self.OUTPUT_CONFIDENCE: conf_path})
         extent = self.extent_bounds(parameters, self.EXTENT, context, scene.crs())
         with core_errors_as_processing_exceptions():
             config = PredictConfig(

@@ -12,7 +12,14 @@ from qgis.core import (
 )
 
 from ..model_core.data.safe import PrepareConfig, prepare_l2a
-from .base import RESOURCES, FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, style_output
+from .base import (
+    RESOURCES,
+    FeedbackProgress,
+    SclAlgorithm,
+    core_errors_as_processing_exceptions,
+    refuse_overwriting_inputs,
+    style_output,
+)
 
 SOURCES = ("TCI", "BANDS")
 RESOLUTIONS = ("20", "10", "60")
@@ -76,6 +83,7 @@ class PrepareL2A(SclAlgorithm):
         extent_crs = self.extent_crs(parameters, self.EXTENT, context) if extent else None
         image = self.parameterAsOutputLayer(parameters, self.OUTPUT_IMAGE, context)
         scl_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCL, context)
+        refuse_overwriting_inputs({self.INPUT: product}, {self.OUTPUT_IMAGE: image, self.OUTPUT_SCL: scl_path})
         config = PrepareConfig(source=source, resolution_m=resolution, extent=extent, extent_crs=extent_crs)
         with core_errors_as_processing_exceptions():
             scene = prepare_l2a(Path(product), Path(image), Path(scl_path), config, progress=FeedbackProgress(feedback))

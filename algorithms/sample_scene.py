@@ -8,7 +8,14 @@ from qgis.core import QgsProcessingParameterNumber, QgsProcessingParameterRaster
 
 from ..model_core import scl
 from ..model_core.data.synthetic import make_sample_scene
-from .base import RESOURCES, FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, style_output
+from .base import (
+    RESOURCES,
+    FeedbackProgress,
+    SclAlgorithm,
+    core_errors_as_processing_exceptions,
+    refuse_overwriting_inputs,
+    style_output,
+)
 
 
 class SampleScene(SclAlgorithm):
@@ -58,6 +65,7 @@ class SampleScene(SclAlgorithm):
         seed = self.parameterAsInt(parameters, self.SEED, context)
         image = self.parameterAsOutputLayer(parameters, self.OUTPUT_IMAGE, context)
         scl_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_SCL, context)
+        refuse_overwriting_inputs({}, {self.OUTPUT_IMAGE: image, self.OUTPUT_SCL: scl_path})
         with core_errors_as_processing_exceptions():
             scene = make_sample_scene(
                 Path(image), Path(scl_path), size=size, seed=seed, progress=FeedbackProgress(feedback)

@@ -19,7 +19,7 @@ from ..model_core.data.manifest import Manifest
 from ..model_core.errors import ManifestError
 from ..model_core.training.config import TrainConfig, TrainResult
 from ..runtime import dispatch
-from .base import SclAlgorithm, core_errors_as_processing_exceptions
+from .base import SclAlgorithm, core_errors_as_processing_exceptions, refuse_overwriting_inputs
 
 
 def advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
@@ -106,12 +106,17 @@ class TrainingAlgorithm(SclAlgorithm):
         patches = self.parameterAsFile(parameters, self.PATCHES, context)
         processes = self.parameterAsInt(parameters, self.PROCESSES, context)
         resume = self.resume_from(parameters, context)
+        model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
+        curves_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context)
+        refuse_overwriting_inputs(
+            {self.PATCHES: patches, "MODEL": resume, "WEIGHTS_FILE": config.weights_file},
+            {self.OUTPUT_MODEL: model_path, self.OUTPUT_CURVES: curves_path},
+        )
         if processes > 1:
             check_processes(patches, processes)
         with core_errors_as_processing_exceptions():
             result = dispatch.train(
-                Path(patches), config, Path(self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)),
-                Path(self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context)),
+                Path(patches), config, Path(model_path), Path(curves_path),
                 resume=Path(resume) if resume else None, feedback=feedback, processes=processes,
             )
         feedback.pushInfo(self.tr(

@@ -9,6 +9,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from . import scl
+from .atomic import atomic_file
 
 
 def qml_document(renderer: str) -> str:
@@ -70,5 +71,6 @@ def confidence_qml() -> str:
 def write_style(raster_path: Path | str, qml: str | None = None) -> Path:
     """Write ``<raster>.qml`` beside a raster (``qml``, the SCL style by default), so QGIS styles it when loaded."""
     qml_path = Path(raster_path).with_suffix(".qml")
-    qml_path.write_text(scl_qml() if qml is None else qml, encoding="utf-8")
+    with atomic_file(qml_path) as tmp:
+        tmp.write_text(scl_qml() if qml is None else qml, encoding="utf-8")
     return qml_path

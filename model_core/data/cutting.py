@@ -18,6 +18,8 @@ from rasterio.windows import transform as window_transform
 
 from .. import scl
 from ..progress import SILENT, Progress, check_canceled
+from .radiometry import missing_pixels
+from .raster_write import checked_raster
 from .rasters import label_profile, onto_grid, open_raster, write_scl
 from .scene_checks import SceneInfo
 from .windows import plan_windows, window_id
@@ -55,20 +57,28 @@ def cut_scene(
             if info.unknown_codes:  # only when allowed: inspect_scene refuses them otherwise
                 codes = np.where((codes < 0) | (codes > scl.MAX_CODE), scl.NO_DATA, codes)
             codes = codes.astype(np.uint8)
+            pixels = src.read(list(bands), window=window)
+            # NaN or no-data image pixels have no usable label either: they count as code 0.
+            missing = missing_pixels(pixels, [src.nodatavals[b - 1] for b in bands])
+            codes[missing] = scl.NO_DATA
             valid = float(np.count_nonzero(codes)) / codes.size
             best = max(best, valid)
             if valid > 0 and valid >= min_valid_fraction:
-                records.append(_write_patch(src, window, codes, folder, prefix + window_id(window), dtype, bands))
+                if missing.any():
+                    pixels = pixels.copy()
+                    pixels[:, missing] = 0
+                records.append(_write_patch(src, window, pixels, codes, folder, prefix + window_id(window), dtype))
                 records[-1].update(scene=info.scene.name, valid_fraction=round(valid, 4))
             progress.set_progress(100.0 * (done + 1) / len(windows))
     return records, len(windows), best
 
 
-def _write_patch(src: rasterio.io.DatasetReader, window: Window, codes: np.ndarray, folder: Path, name: str,
-                 dtype: str, bands: tuple[int, ...]) -> dict[str, Any]:
+def _write_patch(src: rasterio.io.DatasetReader, window: Window, pixels: np.ndarray, codes: np.ndarray,
+                 folder: Path, name: str, dtype: str) -> dict[str, Any]:
     profile = _patch_profile(src, window, window_transform(window, src.transform), dtype)
-    with rasterio.open(folder / "images" / f"{name}.tif", "w", **profile) as dst:
-        dst.write(src.read(list(bands), window=window).astype(dtype, copy=False))
+    path = folder / "images" / f"{name}.tif"
+    with checked_raster(path, path, **profile) as dst:
+        dst.write(pixels.astype(dtype, copy=False))
     write_scl(folder / "masks" / f"{name}.tif", codes, label_profile(profile))
     counts = np.bincount(codes.ravel(), minlength=scl.MAX_CODE + 1)
     return {

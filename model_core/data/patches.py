@@ -9,6 +9,7 @@ goes into a temporary folder that becomes the output folder only when complete.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,13 +19,13 @@ from typing import Any, overload
 import numpy as np
 
 from .. import scl
-from ..atomic import atomic_folder
+from ..atomic import atomic_folder, check_replaceable
 from ..errors import InputError
 from ..net import aspp
 from ..progress import SILENT, Progress, SubProgress, check_canceled
 from ..sizing import check_size
 from .cutting import cut_scene
-from .manifest import INDEX_NAME, Manifest, PatchRecord, SceneRecord
+from .manifest import FORMAT, INDEX_NAME, Manifest, PatchRecord, SceneRecord
 from .radiometry import input_scale
 from .scene_checks import SceneInfo, check_fits, inspect_scenes
 from .scenes import Scene
@@ -164,6 +165,10 @@ def _make(scenes: list[Scene], out_dir: Path, config: PatchConfig, progress: Pro
     from ..evaluation.preview import write_preview  # matplotlib is only needed at the end
 
     check_settings(config)
+    if config.overwrite:
+        inputs = tuple(path for s in scenes for path in (s.image, s.mask))
+        check_replaceable(out_dir, marker=INDEX_NAME, is_ours=_is_patches_index, inputs=inputs,
+                          own=(INDEX_NAME, PREVIEW_NAME, "images", "masks"))
     names = [s.name for s in scenes]
     sides = (split_scenes(names, val_names=config.val_scenes, val_fraction=config.val_fraction, seed=config.seed)
              if config.split == "scenes" else None)
@@ -207,6 +212,14 @@ def _make(scenes: list[Scene], out_dir: Path, config: PatchConfig, progress: Pro
         manifest.class_histogram, tuple(manifest.train_scenes), tuple(manifest.val_scenes),
         {s.name: s.class_histogram.get("total", {}) for s in manifest.scenes},
     )
+
+
+def _is_patches_index(path: Path) -> bool:
+    """True when ``path`` is an index this module wrote."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _split(records: list[dict[str, Any]], config: PatchConfig, side: str | None, seed: int) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ the raw band files of such products.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..errors import InputError
@@ -34,4 +36,17 @@ def input_scale(dtype: str | np.dtype) -> float:
 def to_unit(raw: np.ndarray, scale: float) -> np.ndarray:
     """Raw values as float32 true colour in 0-1 (clipped)."""
     out = raw.astype(np.float32) / np.float32(scale)
-    return np.clip(out, 0.0, 1.0, out=out)
+    np.clip(out, 0.0, 1.0, out=out)
+    # One NaN reaching the network spreads over a whole tile; it is no data, like 0.
+    return np.nan_to_num(out, copy=False, nan=0.0)
+
+
+def missing_pixels(raw: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
+    """(H, W) True where any band of ``raw`` (bands, H, W) is NaN or every band holds its no-data value."""
+    mask = np.zeros(raw.shape[1:], dtype=bool)
+    if all(v is not None for v in nodata) and len(nodata) == raw.shape[0]:
+        values = np.asarray(nodata, dtype=np.float64).reshape(-1, 1, 1)
+        mask |= (raw == values.astype(raw.dtype)).all(axis=0)
+    if raw.dtype.kind == "f":
+        mask |= np.isnan(raw).any(axis=0)
+    return mask

@@ -17,17 +17,41 @@ from rasterio.windows import Window, from_bounds
 
 from .. import scl
 from ..errors import BandCountError, GridError, MaskCodeError, RasterReadError
+from .raster_write import checked_raster
 
 
 @contextmanager
 def open_raster(path: Path | str) -> Iterator[rasterio.io.DatasetReader]:
-    """Open a raster for reading, turning GDAL's errors into ``RasterReadError``."""
+    """Open a raster for reading, turning GDAL's errors into ``RasterReadError``.
+
+    A read of this file that fails inside the block (a file cut short by a broken
+    copy or download) becomes a ``RasterReadError`` that names the file too.
+    """
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
         raise RasterReadError(f"Cannot read the raster {path}: {exc}. Check that the file exists and is a raster.") from exc
     with src:
-        yield src
+        try:
+            yield src
+        except (rasterio.errors.RasterioIOError, rasterio.errors.RasterioError) as exc:
+            if "Read or write failed" not in str(exc) or str(src.name) not in str(exc):
+                raise  # another file's error
+            raise RasterReadError(
+                f"The raster {path} is damaged (part of it cannot be read: {_first_line(exc)}). "
+                "It may be cut short by an interrupted copy or download: copy, download or make it again."
+            ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def check_readable(src: rasterio.io.DatasetReader) -> None:
+    """Read the raster's last block, where a file cut short fails first (call inside ``open_raster``)."""
+    *_, (_, last) = src.block_windows(1)
+    src.read(window=last)
 
 
 def check_bands(src: rasterio.io.DatasetReader, bands: tuple[int, ...], what: str = "scene") -> None:
@@ -79,7 +103,7 @@ def label_profile(like: rasterio.io.DatasetReader | dict[str, Any], **overrides:
 
 def write_scl(path: Path | str, codes: np.ndarray, profile: dict[str, Any]) -> None:
     """Write a uint8 SCL array as a GeoTIFF with the SCL colour table embedded."""
-    with rasterio.open(path, "w", **label_profile(profile)) as dst:
+    with checked_raster(path, path, **label_profile(profile)) as dst:
         dst.write(codes.astype(np.uint8), 1)
         dst.write_colormap(1, scl.colormap())
 

@@ -45,6 +45,7 @@ from ..errors import GridError, InputError
 from ..progress import SILENT, Progress, check_canceled
 from ..styles import write_style
 from . import rasters
+from .raster_write import checked_raster
 
 RESOLUTIONS_M = (10, 20, 60)
 RGB_BANDS = ("B04", "B03", "B02")
@@ -312,8 +313,8 @@ def write_scene(
     with ExitStack() as stack:
         image_tmp = stack.enter_context(atomic_file(image_path))
         scl_tmp = stack.enter_context(atomic_file(scl_path))
-        image = stack.enter_context(rasterio.open(image_tmp, "w", **image_profile))
-        labels = stack.enter_context(rasterio.open(scl_tmp, "w", **scl_profile))
+        image = stack.enter_context(checked_raster(image_tmp, image_path, **image_profile))
+        labels = stack.enter_context(checked_raster(scl_tmp, scl_path, **scl_profile))
         labels.write_colormap(1, scl.colormap())
         for source, target in _row_bands(window, rows_per_band, progress, 1, len(image_parts) + 1):
             codes = read_scl(source)

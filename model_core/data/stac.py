@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +163,8 @@ def search(
     bbox = wgs84_bbox(config.extent, config.extent_crs)
     retry = Retry(total=retries, backoff_factor=backoff_s, status_forcelist=TRANSIENT_HTTP, allowed_methods=None,
                   raise_on_status=False)
-    io = StacApiIO(headers=request_headers(headers), timeout=60, max_retries=retry)
+    sent = request_headers(headers)
+    io = StacApiIO(headers=sent, timeout=60, max_retries=retry)
     where = f"{config.collection} at {_public(config.url)}"
     try:
         client = Client.open(config.url, stac_io=io)
@@ -177,11 +178,11 @@ def search(
                               datetime=f"{config.start_date}/{config.end_date}", **kwargs)
         items = list(found.items())
     except APIError as exc:
-        raise _catalogue_error(exc, where) from exc
+        raise _catalogue_error(exc, where, _secrets(sent)) from exc
     except (OSError, ValueError, KeyError, STACError, STACTypeError) as exc:  # unreachable, or not STAC
         raise CatalogueError(
-            f"Cannot search {where}: {_no_secrets(str(exc))[:300]}. Check the internet connection and the "
-            f"catalogue URL (Earth Search: {EARTH_SEARCH_URL}; Copernicus Data Space: {CDSE_STAC_URL})."
+            f"Cannot search {where}: {_no_secrets(str(exc), _secrets(sent))[:300]}. Check the internet connection "
+            f"and the catalogue URL (Earth Search: {EARTH_SEARCH_URL}; Copernicus Data Space: {CDSE_STAC_URL})."
         ) from exc
     results = [_found(item) for item in items]
     results = [r for r in results if r.cloud_cover is None or r.cloud_cover <= config.max_cloud_cover]
@@ -273,7 +274,7 @@ def _download_item(
             progress.warn(f"Skipping {item.id}: {exc}")
             return None
         except rasterio.errors.RasterioIOError as exc:
-            message = _no_secrets(str(exc))
+            message = _no_secrets(str(exc), _secrets(headers))
             code = _http_status(message)
             if code in (401, 403):
                 raise CatalogueError(
@@ -495,9 +496,9 @@ def _write_manifest(folder: Path, search_config: SearchConfig, config: DownloadC
     return path
 
 
-def _catalogue_error(exc: Exception, where: str) -> CatalogueError:
+def _catalogue_error(exc: Exception, where: str, secrets: tuple[str, ...] = ()) -> CatalogueError:
     code = getattr(exc, "status_code", None)
-    detail = _no_secrets(str(exc))[:300]
+    detail = _no_secrets(str(exc), secrets)[:300]
     if code in (401, 403):
         return CatalogueError(
             f"{where} refused the request (HTTP {code}). It needs credentials: choose an authentication "
@@ -509,7 +510,11 @@ def _catalogue_error(exc: Exception, where: str) -> CatalogueError:
     if code == 404:
         return CatalogueError(
             f"{where} answered HTTP 404 (not found). Check the catalogue URL and the collection name.")
-    return CatalogueError(f"{where} answered HTTP {code}: {detail}. Try again later.")
+    if code in TRANSIENT_HTTP:
+        return CatalogueError(f"{where} answered HTTP {code}: {detail}. Try again later.")
+    return CatalogueError(
+        f"{where} refused the request as invalid (HTTP {code}): {detail}. Check the extent, the dates, the "
+        "collection name and the maximum cloud cover.")
 
 
 def _public(url: str) -> str:
@@ -519,7 +524,19 @@ def _public(url: str) -> str:
                        parts.path, "", ""))
 
 
-def _no_secrets(text: str) -> str:
+def _secrets(headers: Mapping[str, str] | None) -> tuple[str, ...]:
+    """The header values a message must never show: whole, and their credential after "Bearer" or "Basic"."""
+    found: list[str] = []
+    for name, value in (headers or {}).items():
+        found.append(str(value).strip())
+        found.extend(str(value).split()[1:])
+    return tuple(v for v in found if len(v) >= 4)
+
+
+def _no_secrets(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` without query strings, credentials after "Bearer"/"Basic", and the given secrets wherever they are."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
     text = re.sub(r"(https?://[^\s?'\"]+)\?[^\s'\"]*", r"\1", text)
     return re.sub(r"(Bearer|Basic)\s+\S+", r"\1 ***", text)
 

@@ -26,6 +26,7 @@ from ..errors import InputError
 from ..progress import SILENT, Progress, check_canceled
 from ..styles import write_style
 from .noise import SmoothField
+from .raster_write import checked_raster
 from .rasters import label_profile
 
 CRS = "EPSG:32633"
@@ -296,8 +297,8 @@ def make_sample_scene(
     profile = scene_profile(width, height, dtype)
     with atomic_file(image_path) as tmp_image, atomic_file(scl_path) as tmp_scl:
         with (
-            rasterio.open(tmp_image, "w", **profile) as img,
-            rasterio.open(tmp_scl, "w", **label_profile(profile)) as lab,
+            checked_raster(tmp_image, image_path, **profile) as img,
+            checked_raster(tmp_scl, scl_path, **label_profile(profile)) as lab,
         ):
             lab.write_colormap(1, scl.colormap())
             for index, row0 in enumerate(range(0, height, BAND_ROWS)):

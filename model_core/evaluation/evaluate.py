@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from .. import scl
-from ..atomic import atomic_file
+from ..atomic import atomic_file, final_path
+from ..data.raster_write import checked_raster
 from ..data.rasters import check_scl_codes, extent_window, label_profile, onto_grid, open_raster
 from ..errors import InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
@@ -91,7 +91,7 @@ def evaluate_scene(
                 {"width": width, "height": height, "crs": pred_src.crs,
                  "transform": window_transform(window, pred_src.transform)}
             )
-            dst = stack.enter_context(rasterio.open(disagreement_path, "w", **profile))
+            dst = stack.enter_context(checked_raster(disagreement_path, final_path(disagreement_path), **profile))
             dst.write_colormap(1, scl.colormap())
         blocks = list(_row_blocks(window, BLOCK_ROWS))
         for i, block in enumerate(blocks):

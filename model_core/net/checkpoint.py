@@ -31,6 +31,7 @@ atomically, so a failed or canceled write leaves the previous file intact.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +163,9 @@ def save_checkpoint(path: Path | str, state_dict: dict[str, torch.Tensor], meta:
     meta["saved"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     cpu_state = {k: v.detach().to("cpu") for k, v in state_dict.items()}
     payload = {"format": FORMAT, "version": VERSION, "state_dict": cpu_state, "meta": plain(meta)}
-    with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
+    # Through a Python file, so a full disk surfaces as ENOSPC (atomic_file says so), not torch's "unexpected pos".
+    with atomic_file(path) as tmp, open(tmp, "wb") as file:
+        torch.save(payload, file)
 
 
 def read_weights_file(path: Path, advice: str) -> Any:
@@ -175,6 +177,14 @@ def read_weights_file(path: Path, advice: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - junk makes torch.load raise any kind; the cause stays chained
+        if "Weights only load failed" in str(exc):
+            # torch's own text goes on to suggest weights_only=False: that would run whatever the file holds.
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            raise CheckpointError(
+                f"{path} is not an SCL DeepLab checkpoint or PyTorch weights file: it holds code or Python objects "
+                f"that are not tensors{f' ({found.group(1)})' if found else ''} and will not be loaded, since "
+                f"opening it could run that code. {advice}"
+            ) from exc
         raise CheckpointError(
             f"{path} is not an SCL DeepLab checkpoint or PyTorch weights file (it cannot be read as tensors: "
             f"{_first_line(exc)}). {advice}"

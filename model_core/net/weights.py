@@ -176,6 +176,14 @@ def deeplab_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"backbone.{k}": v for k, v in state.items() if not k.startswith("fc.")}
 
 
+def _backbone_name(state: dict[str, torch.Tensor]) -> str:
+    """The ResNet a DeepLab-keyed state dict comes from, told by its number of layer3 blocks."""
+    blocks = {int(k.split(".")[2]) for k in state if k.startswith("backbone.layer3.") and k.split(".")[2].isdigit()}
+    depth = {6: "ResNet50", 23: "ResNet101", 36: "ResNet152"}.get(len(blocks))
+    prefix = "DeepLabv3-" if any(k.startswith("classifier.") for k in state) else ""
+    return f"{prefix}{depth}" if depth else f"a ResNet with {len(blocks)} blocks in layer3"
+
+
 def load_into(model: nn.Module, path: Path) -> tuple[list[str], dict[str, Any] | None]:
     """Copy the tensors of ``path`` into ``model``; returns (keys left fresh, checkpoint meta or None).
 
@@ -202,6 +210,13 @@ def load_into(model: nn.Module, path: Path) -> tuple[list[str], dict[str, Any] |
             f"{path} does not hold DeepLabv3-ResNet50 or ResNet50 weights: {len(bad) + len(missing)} backbone tensors "
             f"are missing or of another shape (e.g. {', '.join(example)}). "
             "Choose torchvision's weights or a checkpoint."
+        )
+    extra = [k for k in state if k.startswith("backbone.") and k not in own]
+    if extra:  # a deeper ResNet: loading would drop its extra blocks without a word
+        raise CheckpointError(
+            f"{path} holds {_backbone_name(state)} weights ({len(extra)} backbone tensors this model has no place "
+            f"for, e.g. {', '.join(extra[:2])}); this plugin trains DeepLabv3-ResNet50. "
+            "Choose DeepLabv3-ResNet50 or ResNet50 weights, or a checkpoint written by Train head."
         )
     usable = {k: v for k, v in state.items() if k in own and k not in fresh}
     model.load_state_dict(usable, strict=False)

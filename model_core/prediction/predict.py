@@ -30,6 +30,7 @@ from rasterio.windows import transform as window_transform
 from .. import scl
 from ..atomic import atomic_file
 from ..data.radiometry import to_unit
+from ..data.raster_write import checked_raster
 from ..data.rasters import extent_window, label_profile, open_raster
 from ..errors import BandCountError, CheckpointError, InputError
 from ..net.checkpoint import ModelInput, input_from_meta
@@ -43,6 +44,7 @@ from .tiling import RowBand, Tile, blend_weights, plan_tiles, tile_rows
 
 log = logging.getLogger(__name__)
 
+SMALL_TILE_PX = 128  # below this a tile shows the model less than its usual context: warn
 CONFIDENCE_NODATA = 255  # confidence is 0-100 %, so 255 is free to mark no data
 FAST_MIN_TILE_PX = 128  # below this, fast mode's stride-16 grid is too coarse to pay (see predict_scene)
 
@@ -206,6 +208,11 @@ def predict_scene(
             f"with bands {list(bands)} as {', '.join(spec.band_order)}."
         )
         progress.info(describe(device, precision))
+        if 0 < tiling.tile_size_px < SMALL_TILE_PX:
+            progress.warn(
+                f"Tiles of {tiling.tile_size_px} px show the model little context around each pixel, and "
+                f"{len(tiles)} of them run slowly; use {SMALL_TILE_PX} px or more (512 by default)."
+            )
         if config.fast:
             progress.info("Fast mode: backbone and ASPP run at output stride 16 (smoother class edges).")
             if max(th, tw) < FAST_MIN_TILE_PX:
@@ -223,14 +230,15 @@ def predict_scene(
         nodata = [src.nodatavals[b - 1] for b in bands]
         band = RowBand(scl.NUM_CLASSES, th, width)
         with ExitStack() as stack:
+            # Both temporary files are checked before either replaces anything.
             tmp_out = stack.enter_context(atomic_file(out_path))
-            dst = stack.enter_context(rasterio.open(tmp_out, "w", **profile))
+            tmp_conf = stack.enter_context(atomic_file(confidence_path)) if confidence_path is not None else None
+            dst = stack.enter_context(checked_raster(tmp_out, out_path, **profile))
             dst.write_colormap(1, scl.colormap())
             conf_dst = None
-            if confidence_path is not None:
-                tmp_conf = stack.enter_context(atomic_file(confidence_path))
+            if tmp_conf is not None:
                 conf_dst = stack.enter_context(
-                    rasterio.open(tmp_conf, "w", **{**profile, "nodata": CONFIDENCE_NODATA})
+                    checked_raster(tmp_conf, confidence_path, **{**profile, "nodata": CONFIDENCE_NODATA})
                 )
 
             def flush(until: int) -> None:
@@ -247,8 +255,10 @@ def predict_scene(
                 if top > band.top:
                     flush(top)
                 raw = src.read(bands, window=Window(col0, row0 + top, width, th))
-                band.set_nodata(top, nodata_mask(raw, nodata))
+                missing = nodata_mask(raw, nodata)
+                band.set_nodata(top, missing)
                 unit = to_unit(raw, spec.scale)
+                unit[:, missing] = 0.0  # no data reads as 0, whatever its raw value (NaN, -9999)
                 for batch in _batches(row, batch_size):
                     check_canceled(progress)
                     weighted = runner(np.stack([unit[:, :, t.col_off : t.col_off + tw] for t in batch]))

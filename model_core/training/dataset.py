@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .. import scl
 from ..data.manifest import Manifest, PatchRecord
 from ..data.radiometry import to_unit
+from ..data.rasters import check_readable, open_raster
 from ..errors import ManifestError, MaskCodeError
 from ..progress import SILENT, Progress, check_canceled
 from .distributed import Ranks, ShardSampler
@@ -76,7 +76,8 @@ def check_patches(manifest: Manifest, *, progress: Progress = SILENT) -> dict[st
     for done, record in enumerate(records):
         if done % 16 == 0:
             check_canceled(progress)
-        with rasterio.open(record.image) as img, rasterio.open(record.mask) as msk:
+        with open_raster(record.image) as img, open_raster(record.mask) as msk:
+            check_readable(img)
             if img.count < 3:
                 raise ManifestError(f"Patch image {record.image} has {img.count} band(s); 3 (R, G, B) are needed.")
             shapes = {(img.width, img.height), (msk.width, msk.height)}
@@ -145,7 +146,7 @@ class PatchDataset(Dataset):
         """Patch ``item``: an index, or (index, augmentation seed) as ``distributed.ShardSampler`` gives."""
         i, augmentation_seed = item if isinstance(item, tuple) else (item, item)
         record = self.records[i]
-        with rasterio.open(record.image) as img, rasterio.open(record.mask) as msk:
+        with open_raster(record.image) as img, open_raster(record.mask) as msk:
             raw = img.read((1, 2, 3))
             codes = msk.read(1)
         image = (to_unit(raw, self.scale) - self.mean) / self.std

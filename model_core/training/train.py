@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import remove_stale_parts
 from ..errors import Canceled, CheckpointError, InputError, TrainingError
 from ..evaluation import metrics
 from ..net import aspp, checkpoint
@@ -87,6 +88,27 @@ class _Keeper:
         self.output, self.last, self.write = output, checkpoint.last_path(output), write
         self.best: dict[str, Any] | None = None
         self._best_state: dict[str, torch.Tensor] = {}
+        if write:  # temporary files of a killed run
+            remove_stale_parts(self.output)
+            remove_stale_parts(self.last)
+
+    def keep_earlier_best(self, previous: dict[str, Any]) -> bool:
+        """Make the resumed history's best the one to beat when ``output`` already holds its weights.
+
+        That is resuming into the same output (``--resume m.last.pt --output m.pt``):
+        an epoch of this run replaces those weights only when it scores higher.
+        """
+        best = previous.get("best")
+        if not isinstance(best, dict) or not self.output.is_file():
+            return False
+        try:
+            payload = checkpoint.load_checkpoint(self.output)
+        except CheckpointError:
+            return False
+        if payload["meta"].get("best") != best or payload["meta"].get("epoch") != best.get("epoch"):
+            return False  # another run's file: this run's epochs compete among themselves
+        self.best, self._best_state = dict(best), payload["state_dict"]
+        return True
 
     def epoch_done(self, net: nn.Module, meta: dict[str, Any], row: dict[str, Any]) -> bool:
         """Save the epoch of ``row``; returns whether it is the best so far (by validation mIoU)."""
@@ -210,6 +232,11 @@ def _train(
     first = meta["history"][-1]["epoch"] + 1 if meta["history"] else 1
     meta["stages"].append(_stage_record(config, manifest, first, resume, describe(device, precision), ranks))
     keeper = _Keeper(output, write=ranks.is_main)
+    if resume is not None and keeper.keep_earlier_best(previous):
+        progress.info(
+            f"{output} holds the best epoch so far ({keeper.best['epoch']}, mIoU {keeper.best['mean_iou']:.3f}); "
+            "it is replaced only by a better one."
+        )
     for i in range(config.epochs):
         epoch = first + i
         started, learning_rate = time.perf_counter(), loop.learning_rate

@@ -54,14 +54,15 @@ def test_makepatches_writes_patches_manifest_and_preview(provider, scene, tmp_pa
 
 def test_makepatches_stride_bands_random_split_and_overwrite(provider, scene, tmp_path):
     out = tmp_path / "patches"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    (out / "images").mkdir(parents=True)  # an earlier run's output: OVERWRITE replaces only that
+    (out / "index.json").write_text('{"format": "scl-deeplab-patches"}')
+    (out / "images" / "old.txt").write_text("old")
     result = run({
         "INPUT": str(scene.image), "MASK": str(scene.scl), "BANDS": "3,2,1", "PATCH_SIZE": 128, "STRIDE": 64,
         "SPLIT": 1, "VAL_FRACTION": 0.3, "SEED": 2, "OVERWRITE": True, "OUTPUT_FOLDER": str(out),
     })
     manifest = json.loads(Path(result["OUTPUT_INDEX"]).read_text(encoding="utf-8"))
-    assert not (out / "old.txt").exists()
+    assert not (out / "images" / "old.txt").exists()
     assert (manifest["stride"], manifest["bands"], manifest["split"], manifest["seed"]) == (64, [3, 2, 1], "random", 2)
     assert (result["TRAIN_COUNT"], result["VAL_COUNT"]) == (6, 3)  # 3 x 3 windows, random takes exactly 30 %
 

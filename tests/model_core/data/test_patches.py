@@ -211,6 +211,28 @@ def test_patches_need_the_minimum_valid_fraction(tmp_path):
     assert manifest["class_histogram"]["total"]["0"] == 4 * 32 * 16
 
 
+def test_nan_and_no_data_pixels_of_a_float_scene_count_as_code_0(tmp_path):
+    rng = np.random.default_rng(2)
+    values = rng.uniform(0.01, 1.0, (3, 128, 128)).astype(np.float32)
+    values[:, :, :48] = np.nan  # columns 0-47: NaN, like SCL code 0 in the test above
+    values[:, 96:, 96:] = -9999.0  # the raster's no-data value: the bottom-right patch is empty
+    image = write_scene(tmp_path / "scene.tif", values)
+    with rasterio.open(image, "r+") as dst:
+        dst.nodata = -9999.0
+    mask = write_mask(tmp_path / "scl.tif", rng.integers(1, 12, (128, 128), dtype=np.uint8))
+    result = make_patches(image, mask, tmp_path / "out", PatchConfig(patch_size_px=32, min_valid_fraction=0.5))
+    manifest = json.loads(result.index.read_text(encoding="utf-8"))
+    windows = {(p["window"]["row_off"], p["window"]["col_off"]): p for p in manifest["patches"]}
+    assert sorted({col for _, col in windows}) == [32, 64, 96] and (96, 96) not in windows
+    assert {p["valid_fraction"] for (_, col), p in windows.items() if col == 32} == {0.5}
+    with rasterio.open(tmp_path / "out" / windows[(0, 32)]["image"]) as src:
+        pixels = src.read()
+    with rasterio.open(tmp_path / "out" / windows[(0, 32)]["mask"]) as src:
+        codes = src.read(1)
+    assert not np.isnan(pixels).any() and (pixels[:, :, :16] == 0).all()
+    assert (codes[:, :16] == 0).all() and (codes[:, 16:] > 0).all()
+
+
 def test_coarser_mask_is_resampled_with_nearest(tmp_path):
     rng = np.random.default_rng(1)
     rgb = rng.integers(1, 255, size=(3, 64, 64), dtype=np.uint8)
@@ -281,9 +303,35 @@ def test_overwrite_replaces_a_previous_run(tmp_path):
     image, mask, _, _ = random_scene(tmp_path, size=64)
     out = tmp_path / "out"
     make_patches(image, mask, out, PatchConfig(patch_size_px=32))
-    (out / "stale.txt").write_text("old")
+    (out / "images" / "stale.tif").write_text("old")  # the earlier run's patch folders go as a whole
+    (out / "preview.png.aux.xml").write_text("<PAMDataset/>")  # GDAL's sidecar when QGIS opened the preview
     result = make_patches(image, mask, out, PatchConfig(patch_size_px=64, overwrite=True))
-    assert not (out / "stale.txt").exists() and result.train_count == 1
+    assert not (out / "images" / "stale.tif").exists() and result.train_count == 1
+    assert not (out / "preview.png.aux.xml").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_overwrite_refuses_a_folder_holding_the_inputs_or_files_it_did_not_write(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    image, mask, _, _ = random_scene(out, size=64)  # the inputs live in the output folder
+    with pytest.raises(OutputError, match="holds this run's input .*scene.tif"):
+        make_patches(image, mask, out, PatchConfig(patch_size_px=32, overwrite=True))
+    assert sorted(p.name for p in out.iterdir()) == ["scene.tif", "scl.tif"]
+
+    image, mask, _, _ = random_scene(tmp_path, size=64)
+    make_patches(image, mask, tmp_path / "run", PatchConfig(patch_size_px=32))
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    (tmp_path / "run" / "field").mkdir()
+    with pytest.raises(OutputError, match=r"did not write \(field, notes.txt\)"):
+        make_patches(image, mask, tmp_path / "run", PatchConfig(patch_size_px=64, overwrite=True))
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    assert len(json.loads((tmp_path / "run" / "index.json").read_text())["patches"]) == 4
+
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "images").mkdir()  # without an index this is not makepatches' folder
+    with pytest.raises(OutputError, match=r"did not write \(images\)"):
+        make_patches(image, mask, tmp_path / "own", PatchConfig(patch_size_px=32, overwrite=True))
     assert leftovers(tmp_path) == []
 
 
@@ -410,3 +458,14 @@ def test_mask_in_another_crs_is_reprojected_onto_the_scene(tmp_path):
         back = src.read(1)
     assert set(np.unique(back)) <= set(np.unique(blocks)) | {0}
     assert (back == blocks).mean() > 0.9  # nearest keeps codes; only block edges may move by a pixel
+
+
+def test_full_disk_is_an_error_and_leaves_nothing(tmp_path):
+    from scl_deeplab.tests.full_disk import fill, tiny_disk
+
+    image, mask, _, _ = random_scene(tmp_path, size=256)
+    with tiny_disk(tmp_path / "disk", 1024) as disk:
+        fill(disk, 96)  # random pixels do not compress: 256 x 256 x 3 bytes do not fit
+        with pytest.raises(OutputError, match="No space left on .*disk"):
+            make_patches(image, mask, disk / "out", PatchConfig(patch_size_px=64, preview_patches=0))
+        assert sorted(p.name for p in disk.iterdir()) == ["filler.bin"]

@@ -200,3 +200,16 @@ def test_empty_extent_and_reversed_dates_are_refused(tmp_path):
     with pytest.raises(InputError, match="start date 2023-08-01 is after the end date"):
         stac.search(SearchConfig(extent=CROP, start_date="2023-08-01", end_date="2023-07-01",
                                  url="http://127.0.0.1:9/"))
+
+
+def test_a_400_echoing_the_token_masks_it_and_does_not_say_try_again(httpserver, monkeypatch):
+    monkeypatch.setenv(stac.TOKEN_ENV, "tok-9f8e7d")
+    httpserver.expect_request("/").respond_with_data(
+        '{"detail": "invalid filter for key=tok-9f8e7d (sent as token tok-9f8e7d)"}', status=400,
+        content_type="application/json")
+    with pytest.raises(CatalogueError) as caught:
+        stac.search(SearchConfig(extent=CROP, start_date="2023-07-01", end_date="2023-07-31",
+                                 url=httpserver.url_for("/")), retries=0)
+    message = str(caught.value)
+    assert "HTTP 400" in message and "invalid filter for key=***" in message
+    assert "tok-9f8e7d" not in message and "try again" not in message.lower()

@@ -231,3 +231,19 @@ def test_command_line_evaluates(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["pixel_accuracy"] == pytest.approx(14 / 17) and summary["metrics_json"] == str(tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text())["pixels"] == 17
+
+
+def test_full_disk_names_the_disagreement_raster_and_keeps_the_earlier_outputs(tmp_path):
+    from scl_deeplab.tests.full_disk import fill, tiny_disk
+
+    rng = np.random.default_rng(0)
+    pred = write_codes(tmp_path / "pred.tif", rng.integers(1, 12, (600, 600), dtype=np.uint8))
+    ref = write_codes(tmp_path / "ref.tif", rng.integers(1, 12, (600, 600), dtype=np.uint8))
+    with tiny_disk(tmp_path / "disk", 1024) as disk:
+        outputs = EvaluationOutputs(metrics_json=disk / "metrics.json", disagreement=disk / "disagreement.tif")
+        (disk / "metrics.json").write_text("earlier")
+        fill(disk, 32)  # the disagreement of random codes does not compress into 32 KiB
+        with pytest.raises(OutputError, match=f"No space left on {disk} while writing disagreement.tif"):
+            evaluate_to_files(pred, ref, outputs)
+        assert (disk / "metrics.json").read_text() == "earlier"
+        assert sorted(p.name for p in disk.iterdir()) == ["filler.bin", "metrics.json"]

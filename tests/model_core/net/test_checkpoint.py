@@ -99,6 +99,15 @@ def test_rejects_a_pickle_with_code(tmp_path):
         checkpoint.load_checkpoint(path)
 
 
+def test_refusing_a_pickle_with_code_gives_no_advice_to_switch_the_protection_off(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": _Evil()}, path)
+    with pytest.raises(CheckpointError, match=r"holds code or Python objects that are not tensors \(print\) and "
+                                              r"will not be loaded") as caught:
+        checkpoint.load_checkpoint(path)
+    assert "weights_only" not in str(caught.value) and "False" not in str(caught.value)
+
+
 def test_rejects_a_newer_format(tmp_path):
     payload = {"format": checkpoint.FORMAT, "version": checkpoint.VERSION + 1, "state_dict": SMALL_STATE, "meta": {}}
     path = _write_raw(tmp_path / "future.pt", payload)
@@ -139,7 +148,7 @@ def test_failing_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def half_write(obj, f):
-        Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+        f.write(b"PK\x03\x04 half a checkpoint")  # save_checkpoint hands torch an open file
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", half_write)

@@ -161,3 +161,14 @@ def test_weights_file_errors(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3, 3)}, other)
     with pytest.raises(CheckpointError, match="does not hold DeepLabv3-ResNet50 or ResNet50 weights"):
         weights.initialise(build_model(), "none", weights_file=other)
+
+
+def test_a_deeper_resnet_as_weights_file_is_refused_naming_it(tmp_path):
+    from torchvision.models.segmentation import deeplabv3_resnet101
+
+    deeper = tmp_path / "deeplabv3_resnet101.pth"
+    torch.save(deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).state_dict(),
+               deeper)
+    with pytest.raises(CheckpointError, match=r"holds DeepLabv3-ResNet101 weights .*backbone.layer3.6.*trains "
+                                              r"DeepLabv3-ResNet50"):
+        weights.initialise(build_model(), "none", weights_file=deeper)

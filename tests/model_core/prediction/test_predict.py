@@ -275,3 +275,62 @@ def test_command_line_predicts_two_scenes(tmp_path, deeplab_checkpoint, capsys):
     assert main(["predict", "--input", str(tmp_path / "a.tif"), "--model", str(deeplab_checkpoint), "--tile-size",
                  "60", "--output", str(tmp_path / "bad.tif")]) == 1
     assert not (tmp_path / "bad.tif").exists()
+
+
+def test_full_disk_is_an_error_and_keeps_the_earlier_prediction(tmp_path):
+    from scl_deeplab.tests.full_disk import fill, tiny_disk
+
+    write_scene(tmp_path / "scene.tif", 300, 300)
+    with tiny_disk(tmp_path / "disk", 1024) as disk:
+        predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, disk / "pred.tif", config(128, 16))
+        before = read(disk / "pred.tif")
+        fill(disk, 24)  # room for one prediction's header, not its tiles
+        with pytest.raises(OutputError, match=f"No space left on {disk}") as caught:
+            predict_scene(tmp_path / "scene.tif", TinyFcn(kernel=1).eval(), META, disk / "pred.tif",
+                          config(128, 16), confidence_path=disk / "conf.tif")
+        assert (read(disk / "pred.tif") == before).all()
+        assert sorted(p.name for p in disk.iterdir()) == ["filler.bin", "pred.qml", "pred.tif"]
+    print(caught.value)
+
+
+def test_nan_in_a_float_scene_is_no_data_and_does_not_spread(tmp_path):
+    meta = {"input": {**META["input"], "dtype": "float32", "scale": 1.0}}
+    rng = np.random.default_rng(3)
+    clean = rng.uniform(0.05, 1.0, (3, 160, 160)).astype(np.float32)
+    clean[:, 60:100, 60:100] = 0.0  # the same block as no data the usual way
+    holed = clean.copy()
+    holed[:, 60:100, 60:100] = np.nan
+    holed[1, 10, 10] = np.nan  # one band NaN is no data too
+    clean[:, 10, 10] = 0.0
+    profile = dict(driver="GTiff", width=160, height=160, count=3, dtype="float32", crs=CRS, transform=TRANSFORM)
+    for name, data in (("clean", clean), ("holed", holed)):
+        with rasterio.open(tmp_path / f"{name}.tif", "w", **profile) as dst:
+            dst.write(data)
+        predict_scene(tmp_path / f"{name}.tif", TinyFcn().eval(), meta, tmp_path / f"{name}_scl.tif", config(64, 16),
+                      confidence_path=tmp_path / f"{name}_conf.tif")
+    codes = read(tmp_path / "holed_scl.tif")
+    assert (codes[60:100, 60:100] == 0).all() and codes[10, 10] == 0
+    assert (codes == read(tmp_path / "clean_scl.tif")).all()
+    assert (read(tmp_path / "holed_conf.tif") == read(tmp_path / "clean_conf.tif")).all()
+    assert (codes != 0).sum() == 160 * 160 - 40 * 40 - 1
+
+
+def test_tiles_below_128_px_warn_and_larger_ones_do_not(tmp_path):
+    write_scene(tmp_path / "scene.tif", 256, 256)
+    small, large = RecordingProgress(), RecordingProgress()
+    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "a.tif", config(64, 16), progress=small)
+    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "b.tif", config(128, 16), progress=large)
+    assert len(small.warnings) == 1 and "Tiles of 64 px" in small.warnings[0] and "25 of them" in small.warnings[0]
+    assert large.warnings == []
+
+
+def test_a_scene_cut_short_is_named_as_damaged_and_nothing_written(tmp_path):
+    from scl_deeplab.model_core.errors import RasterReadError
+
+    scene = tmp_path / "scene.tif"
+    write_scene(scene, 200, 200)
+    with open(scene, "r+b") as f:
+        f.truncate(scene.stat().st_size // 2)
+    with pytest.raises(RasterReadError, match=f"raster {scene} is damaged"):
+        predict_scene(scene, TinyFcn().eval(), META, tmp_path / "pred.tif", config(64, 16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]

@@ -204,6 +204,32 @@ def test_best_checkpoint_keeps_the_best_weights_and_the_whole_history(patches, t
     assert not torch.equal(best["state_dict"]["classifier.1.weight"], last["state_dict"]["classifier.1.weight"])
 
 
+def test_resuming_into_the_same_output_keeps_a_better_earlier_epoch(patches, tmp_path, monkeypatch):
+    from scl_deeplab.model_core.training.loop import Loop
+
+    scores = iter([0.6, 0.4, 0.5])  # epoch 1, then epochs 2 and 3 after the resume: both worse
+    real_validate = Loop.validate
+
+    def scripted(self):
+        loss, sc = real_validate(self)
+        return loss, metrics.Scores(**{**sc.__dict__, "mean_iou": next(scores)})
+
+    monkeypatch.setattr(Loop, "validate", scripted)
+    out = tmp_path / "m.pt"
+    train(patches, TrainConfig(**{**FAST.__dict__, "epochs": 1}), out, build=stand_in())  # then "killed"
+    (tmp_path / ".m.k3j9x2ab.part.pt").write_bytes(b"half")  # what the kill left behind
+    first = checkpoint.load_checkpoint(out)
+    result = train(patches, TrainConfig(**{**FAST.__dict__, "epochs": 2}), out, resume=checkpoint.last_path(out),
+                   build=stand_in())
+    best = checkpoint.load_checkpoint(out)
+    assert result.best_epoch == 1 and result.mean_iou == 0.6
+    assert best["meta"]["best"]["epoch"] == 1 and best["meta"]["epoch"] == 1
+    assert [r["epoch"] for r in best["meta"]["history"]] == [1, 2, 3]
+    assert all(torch.equal(v, best["state_dict"][k]) for k, v in first["state_dict"].items())
+    assert checkpoint.load_checkpoint(result.last_path)["meta"]["epoch"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.last.pt", "m.pt"]
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(patches, tmp_path):
     out = tmp_path / "m.pt"
     with pytest.raises(TrainingError, match=r"loss became nan.*LEARNING_RATE.*epoch 2.*best \(epoch 1"):
@@ -292,6 +318,18 @@ def _mixed_windows(tmp: Path) -> Path:
 
 def _mixed_files(tmp: Path) -> Path:
     return write_manifest(tmp, n_train=3, n_val=1, sizes={2: 48})
+
+
+def test_a_patch_file_cut_short_is_named_as_damaged(tmp_path):
+    from scl_deeplab.model_core.errors import RasterReadError
+
+    index = write_manifest(tmp_path / "p", n_train=3, n_val=1)
+    image = tmp_path / "p" / "images" / "p001.tif"
+    with open(image, "r+b") as f:
+        f.truncate(image.stat().st_size * 2 // 3)
+    with pytest.raises(RasterReadError, match=f"raster {image} is damaged"):
+        train(index, FAST, tmp_path / "m.pt", build=stand_in())
+    assert not (tmp_path / "m.pt").exists()
 
 
 def _bad_codes(tmp: Path) -> Path:
