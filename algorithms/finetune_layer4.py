@@ -72,7 +72,7 @@ class FinetuneLayer4(SclAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_MODEL, self.tr("Fine-tuned model checkpoint"), fileFilter="PyTorch checkpoint (*.pt)"))
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_CURVES, self.tr("Learning curves (both stages)"), fileFilter="PNG image (*.png)"))
+            self.OUTPUT_CURVES, self.tr("Learning curves (both stages)"), fileFilter="PNG image (*.png)", optional=True))
         add_training_outputs(self)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name

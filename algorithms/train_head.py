@@ -112,6 +112,8 @@ def run_training(
     """
     from .worker import run_task
 
+    # Learning curves are optional: left out, they go beside the checkpoint, as the CLI puts them.
+    output_curves = output_curves or str(Path(output_model).with_name(f"{Path(output_model).stem}_curves.png"))
     if processes > 1:
         check_processes(patches, processes)
     args = {"patches": patches, "config": config, "output": output_model, "curves": output_curves,
@@ -170,7 +172,7 @@ class TrainHead(SclAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_MODEL, self.tr("Model checkpoint"), fileFilter="PyTorch checkpoint (*.pt)"))
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_CURVES, self.tr("Learning curves"), fileFilter="PNG image (*.png)"))
+            self.OUTPUT_CURVES, self.tr("Learning curves"), fileFilter="PNG image (*.png)", optional=True))
         add_training_outputs(self)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
