@@ -8,13 +8,12 @@ PY := $(VENV)/bin/python
 PLUGINS := $(VENV)/plugins
 # The venv's site-packages, whatever the system Python's version (3.11 on Debian 12, 3.13 on Debian 13).
 SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
-# Package names per Debian release (VERSION_CODENAME); another release gets the common list and a warning.
+# The same package names on both tested releases (VERSION_CODENAME); APT_PACKAGES_<codename> adds to them
+# where a release differs. Another release gets a warning and this list.
 DEBIAN_RELEASE := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
 SUPPORTED_RELEASES := bookworm trixie
-APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-matplotlib python3-venv xvfb
-APT_PACKAGES_bookworm :=
-APT_PACKAGES_trixie :=
-APT_PACKAGES += $(APT_PACKAGES_$(DEBIAN_RELEASE))
+APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-matplotlib python3-venv xvfb \
+	$(APT_PACKAGES_$(DEBIAN_RELEASE))
 export QT_QPA_PLATFORM := offscreen
 
 .PHONY: setup apt venv link test test-debian13 demo bench package clean
