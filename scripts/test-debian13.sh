@@ -82,7 +82,7 @@ git -C "$ROOT" ls-files -z -co --exclude-standard \
 
 ENVIRONMENT=(HOME=/root LANG=C.UTF-8 TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
              "PYTEST_ARGS=${PYTEST_ARGS:-}" "NICE=${NICE:-10}")
-while IFS= read -r pip_variable; do ENVIRONMENT+=("$pip_variable"); done < <(env | grep -E '^PIP_' || true)
+while IFS= read -r variable; do ENVIRONMENT+=("$variable"); done < <(env | grep -E '^(PIP_|OMP_NUM_THREADS=)' || true)
 
 chroot "$CHROOT" /usr/bin/env -i "${ENVIRONMENT[@]}" /bin/bash -c '
     set -euo pipefail
