@@ -45,8 +45,8 @@ link: venv
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The same `make setup` and `make test` in a Debian 13 chroot (QGIS 3.40 LTR, Python 3.13), as root;
-# about 2 GB of downloads the first time, not part of CI. PYTEST_ARGS picks a part of the suite.
+# The same `make setup` and `make test` in a Debian 13 chroot (QGIS 3.40 LTR, Python 3.13), as root; not
+# part of CI: the first run downloads several GB and leaves 9 GB under /var/tmp. PYTEST_ARGS picks tests.
 test-debian13:
 	PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-debian13.sh
 

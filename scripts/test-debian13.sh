@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make setup` and `make test` on Debian 13 (trixie: QGIS 3.40 LTR, Python 3.13), in a chroot built from
-# Debian's mirror with mmdebstrap. Run as root on any Debian; not part of CI (it downloads about 2 GB).
+# Debian's mirror with mmdebstrap. Run as root on any Debian; not part of CI (the first run downloads QGIS
+# and the CUDA build of torch, several GB, and leaves a 9 GB chroot).
 #   scripts/test-debian13.sh                                  # the whole suite
 #   PYTEST_ARGS="tests/algorithms" scripts/test-debian13.sh   # a part of it
 #   DEBIAN13_ROOT  where the chroot lives, reused by the next run (default /var/tmp/scl-deeplab-debian13)
