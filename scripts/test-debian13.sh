@@ -43,6 +43,7 @@ unmount_all() {
     done
 }
 trap unmount_all EXIT
+trap 'exit 130' INT TERM  # through the EXIT trap: never leave the host's /dev mounted in the chroot
 mount_into() {  # mount_into <path inside> <mount arguments...>
     local target="$CHROOT$1"
     shift
