@@ -4,6 +4,7 @@
 # and the CUDA build of torch, several GB, and leaves a 9 GB chroot).
 #   scripts/test-debian13.sh                                  # the whole suite
 #   PYTEST_ARGS="tests/algorithms" scripts/test-debian13.sh   # a part of it
+#   GOAL=demo scripts/test-debian13.sh                        # another make target after `make setup`
 #   DEBIAN13_ROOT  where the chroot lives, reused by the next run (default /var/tmp/scl-deeplab-debian13)
 #   DEBIAN_MIRROR  the package mirror (default http://deb.debian.org/debian)
 #   NICE           niceness of the test run (default 10), so a shared machine stays usable
@@ -83,7 +84,7 @@ git -C "$ROOT" ls-files -z -co --exclude-standard \
     | tar -C "$ROOT" --null --ignore-failed-read -T - -cf - | tar -C "$CHROOT$SRC" -xf -
 
 ENVIRONMENT=(HOME=/root LANG=C.UTF-8 TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-             "PYTEST_ARGS=${PYTEST_ARGS:-}" "NICE=${NICE:-10}")
+             "PYTEST_ARGS=${PYTEST_ARGS:-}" "NICE=${NICE:-10}" "GOAL=${GOAL:-test}")
 while IFS= read -r variable; do ENVIRONMENT+=("$variable"); done < <(env | grep -E '^(PIP_|OMP_NUM_THREADS=)' || true)
 
 chroot "$CHROOT" /usr/bin/env -i "${ENVIRONMENT[@]}" /bin/bash -c '
@@ -95,7 +96,7 @@ chroot "$CHROOT" /usr/bin/env -i "${ENVIRONMENT[@]}" /bin/bash -c '
     echo "== make setup: $(( $(date +%s) - start )) s; QGIS $(python3 -c "from qgis.core import Qgis; print(Qgis.version())")"
     start=$(date +%s)
     status=0
-    nice -n "$NICE" make test PYTEST_ARGS="$PYTEST_ARGS" || status=$?
-    echo "== make test: $(( $(date +%s) - start )) s, exit status $status"
+    nice -n "$NICE" make "$GOAL" PYTEST_ARGS="$PYTEST_ARGS" || status=$?
+    echo "== make $GOAL: $(( $(date +%s) - start )) s, exit status $status"
     exit $status
 '
