@@ -16,7 +16,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-matplo
 	$(APT_PACKAGES_$(DEBIAN_RELEASE))
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: setup apt venv link test test-debian13 demo bench package clean
+.PHONY: setup apt venv link test test-debian13 test-debian12 demo bench package clean
 
 setup: apt venv link
 
@@ -45,10 +45,14 @@ link: venv
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The same `make setup` and `make test` in a Debian 13 chroot (QGIS 3.40 LTR, Python 3.13), as root; not
-# part of CI: the first run downloads several GB and leaves 9 GB under /var/tmp. PYTEST_ARGS picks tests.
+# The same `make setup` and `make test` in a fresh Debian 13 (QGIS 3.40 LTR, Python 3.13) or Debian 12 chroot,
+# as root; not part of CI: the first run downloads several GB and leaves 9 GB under /var/tmp.
+# PYTEST_ARGS picks tests.
 test-debian13:
-	PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-debian13.sh
+	RELEASE=trixie PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-debian.sh
+
+test-debian12:
+	RELEASE=bookworm PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-debian.sh
 
 # The whole workflow headless through qgis_process; DATA=<L2A .SAFE/.zip> or DATA=<image.tif>,<scl.tif>
 # runs it on your own scene. SIZE, PATCH_SIZE, HEAD_EPOCHS, FINETUNE_EPOCHS make it bigger.

@@ -1,29 +1,32 @@
 #!/usr/bin/env bash
-# `make setup` and `make test` on Debian 13 (trixie: QGIS 3.40 LTR, Python 3.13), in a chroot built from
-# Debian's mirror with mmdebstrap. Run as root on any Debian; not part of CI (the first run downloads QGIS
-# and the CUDA build of torch, several GB, and leaves a 9 GB chroot).
-#   scripts/test-debian13.sh                                  # the whole suite
-#   PYTEST_ARGS="tests/algorithms" scripts/test-debian13.sh   # a part of it
-#   GOAL=demo scripts/test-debian13.sh                        # another make target after `make setup`
-#   DEBIAN13_ROOT  where the chroot lives, reused by the next run (default /var/tmp/scl-deeplab-debian13)
+# `make setup` and `make test` on a fresh Debian, in a chroot built from Debian's mirror with mmdebstrap:
+# Debian 13 (trixie: QGIS 3.40 LTR, Python 3.13) unless RELEASE=bookworm (Debian 12: QGIS 3.22, Python 3.11).
+# Run as root on any Debian; not part of CI (the first run downloads QGIS and the CUDA build of torch,
+# several GB, and leaves a 9 GB chroot).
+#   scripts/test-debian.sh                                  # the whole suite on Debian 13
+#   PYTEST_ARGS="tests/algorithms" scripts/test-debian.sh   # a part of it
+#   GOAL=demo scripts/test-debian.sh                        # another make target after `make setup`
+#   RELEASE=bookworm scripts/test-debian.sh                 # on Debian 12
+#   CHROOT         where the chroot lives, reused by the next run (default /var/tmp/scl-deeplab-$RELEASE)
 #   DEBIAN_MIRROR  the package mirror (default http://deb.debian.org/debian)
 #   NICE           niceness of the test run (default 10), so a shared machine stays usable
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CHROOT="${DEBIAN13_ROOT:-/var/tmp/scl-deeplab-debian13}"
+RELEASE="${RELEASE:-trixie}"
+CHROOT="${CHROOT:-/var/tmp/scl-deeplab-$RELEASE}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SECURITY="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 SRC=/root/scl_deeplab  # the copy of this repository inside the chroot; its .venv stays between runs
 
 if [ "$(id -u)" != 0 ]; then
-    echo "test-debian13 needs root (mmdebstrap, mount, chroot): run it with sudo." >&2
+    echo "$(basename "$0") needs root (mmdebstrap, mount, chroot): run it with sudo." >&2
     exit 1
 fi
 if ! command -v mmdebstrap >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap
 fi
 
-# A bare trixie with what `make setup` needs to start; QGIS itself comes from `make setup` inside.
+# A bare Debian with what `make setup` needs to start; QGIS itself comes from `make setup` inside.
 # Built beside its final place and renamed, so an interrupted download is never mistaken for a chroot.
 if findmnt -rno TARGET | grep -q "^$CHROOT"; then
     echo "Something is still mounted under $CHROOT (an interrupted run?): unmount it first." >&2
@@ -31,8 +34,8 @@ if findmnt -rno TARGET | grep -q "^$CHROOT"; then
 fi
 if [ ! -x "$CHROOT/usr/bin/make" ]; then
     rm -rf "$CHROOT.partial"
-    mmdebstrap --variant=apt --include=make,git,ca-certificates,python3 trixie "$CHROOT.partial" \
-        "deb $MIRROR trixie main" "deb $MIRROR trixie-updates main" "deb $SECURITY trixie-security main"
+    mmdebstrap --variant=apt --include=make,git,ca-certificates,python3 "$RELEASE" "$CHROOT.partial" \
+        "deb $MIRROR $RELEASE main" "deb $MIRROR $RELEASE-updates main" "deb $SECURITY $RELEASE-security main"
     mv "$CHROOT.partial" "$CHROOT"
 fi
 
