@@ -1,20 +1,28 @@
 # SCL DeepLab: set-up, tests, demo, benchmark and packaging.
-# Everything a fresh Debian 12 machine needs is installed by `make setup` (as root).
+# Everything a fresh Debian 12 (bookworm) or Debian 13 (trixie) machine needs is installed by `make setup` (as root).
 
 SHELL := /bin/bash
 ROOT := $(abspath .)
 VENV := $(ROOT)/.venv
 PY := $(VENV)/bin/python
-SITE := $(VENV)/lib/python3.11/site-packages
 PLUGINS := $(VENV)/plugins
-APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-matplotlib python3-venv xvfb
+# The venv's site-packages, whatever the system Python's version (3.11 on Debian 12, 3.13 on Debian 13).
+SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+# The same package names on both tested releases (VERSION_CODENAME); APT_PACKAGES_<codename> adds to them
+# where a release differs. Another release gets a warning and this list.
+DEBIAN_RELEASE := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
+SUPPORTED_RELEASES := bookworm trixie
+APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-matplotlib python3-venv xvfb \
+	$(APT_PACKAGES_$(DEBIAN_RELEASE))
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: setup apt venv link test demo bench package clean
+.PHONY: setup apt venv link test test-debian13 test-debian12 demo bench package clean
 
 setup: apt venv link
 
 apt:
+	@case " $(SUPPORTED_RELEASES) " in *" $(DEBIAN_RELEASE) "*) ;; \
+		*) echo "Warning: '$(DEBIAN_RELEASE)' is not a tested release (tested: $(SUPPORTED_RELEASES)); trying anyway." >&2;; esac
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		echo "Installing QGIS and system packages (apt)..."; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
@@ -32,10 +40,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 link: venv
 	@mkdir -p $(PLUGINS)
 	@ln -sfn $(ROOT) $(PLUGINS)/scl_deeplab
-	@echo $(PLUGINS) > $(SITE)/scl_deeplab_plugin.pth
+	@echo $(PLUGINS) > "$(SITE)/scl_deeplab_plugin.pth"
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The same `make setup` and `make test` in a fresh Debian 13 (QGIS 3.40 LTR, Python 3.13) or Debian 12 chroot,
+# as root; not part of CI: the first run downloads several GB and leaves 9 GB under /var/tmp.
+# PYTEST_ARGS picks tests.
+test-debian13:
+	RELEASE=trixie PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-debian.sh
+
+test-debian12:
+	RELEASE=bookworm PYTEST_ARGS="$(PYTEST_ARGS)" scripts/test-debian.sh
 
 # The whole workflow headless through qgis_process; DATA=<L2A .SAFE/.zip> or DATA=<image.tif>,<scl.tif>
 # runs it on your own scene. SIZE, PATCH_SIZE, HEAD_EPOCHS, FINETUNE_EPOCHS make it bigger.

@@ -78,7 +78,7 @@ class TrainingAlgorithm(SclAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_MODEL, model_label, fileFilter="PyTorch checkpoint (*.pt)"))
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_CURVES, curves_label, fileFilter="PNG image (*.png)"))
+            self.OUTPUT_CURVES, curves_label, fileFilter="PNG image (*.png)", optional=True))
         self.addOutput(QgsProcessingOutputNumber(self.PIXEL_ACCURACY, self.tr("Best validation pixel accuracy")))
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, self.tr("Best validation mean IoU")))
         self.addOutput(QgsProcessingOutputNumber(self.BEST_EPOCH, self.tr("Epoch of the best checkpoint")))
@@ -107,7 +107,9 @@ class TrainingAlgorithm(SclAlgorithm):
         processes = self.parameterAsInt(parameters, self.PROCESSES, context)
         resume = self.resume_from(parameters, context)
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
-        curves_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context)
+        # Learning curves are optional: left out, they go beside the checkpoint, as the CLI puts them.
+        curves_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context) or str(
+            Path(model_path).with_name(f"{Path(model_path).stem}_curves.png"))
         refuse_overwriting_inputs(
             {self.PATCHES: patches, "MODEL": resume, "WEIGHTS_FILE": config.weights_file},
             {self.OUTPUT_MODEL: model_path, self.OUTPUT_CURVES: curves_path},

@@ -62,7 +62,7 @@ class CompareDock(QgsDockWidget):
         self.top_label = QLabel(EMPTY)
         self.swap_button = QPushButton(self.tr("Swap"))
         self.swap_button.setToolTip(self.tr("Draw the other layer on top (moves it in the Layers panel)"))
-        self.opacity_slider = QSlider(Qt.Horizontal)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(100)
         self.opacity_slider.setToolTip(self.tr("Opacity of the layer drawn on top"))

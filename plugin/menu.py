@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from qgis.core import QgsProcessingAlgorithm, QgsProcessingProvider
-from qgis.PyQt.QtWidgets import QAction, QMenu
+from qgis.PyQt.QtWidgets import QMenu
 
 from ..algorithms.base import GROUPS
+from .qt_compat import QAction
 
 
 def open_algorithm_dialog(algorithm_id: str) -> None:

@@ -8,12 +8,13 @@ from qgis.core import QgsApplication, QgsProcessingProvider
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication, Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QApplication, QMenu, QMessageBox, QToolBar, QToolButton
+from qgis.PyQt.QtWidgets import QApplication, QMenu, QMessageBox, QToolBar, QToolButton
 
 from ..algorithms.base import RESOURCES, torch_install_hint
 from ..provider.provider import SclDeepLabProvider
 from .compare_dock import CompareDock
 from .menu import add_algorithm_actions
+from .qt_compat import QAction
 from .runtime_setup import SetupRuntimeTask, default_target, plan_setup, qgis_python
 
 TITLE = "SCL DeepLab"
@@ -63,7 +64,7 @@ class SclDeepLabPlugin:
         icon = QIcon(str(RESOURCES / "icon.svg"))
 
         self.dock = CompareDock(main_window)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.hide()
         self.dock_action = QAction(
             QgsApplication.getThemeIcon("/propertyicons/transparency.svg"),
@@ -96,7 +97,7 @@ class SclDeepLabPlugin:
         button.setText(TITLE)
         button.setToolTip(self.tr("SCL DeepLab algorithms"))
         button.setMenu(self.menu)
-        button.setPopupMode(QToolButton.InstantPopup)
+        button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.toolbar.addWidget(button)
         self.toolbar.addAction(self.dock_action)
 
@@ -113,7 +114,7 @@ class SclDeepLabPlugin:
     def set_up_runtime(self) -> None:
         """Show what the set-up will install and why, then run it as a background task."""
         python, target = qgis_python(), default_target()
-        QApplication.setOverrideCursor(Qt.WaitCursor)
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             plan = plan_setup(python, target)
         except RuntimeError as exc:
@@ -128,7 +129,7 @@ class SclDeepLabPlugin:
             "minutes; QGIS's own Python is not changed."
         ).format(wheels=wheels, reason=plan["reason"], target=plan["target"], python=python)
         answer = QMessageBox.question(self.iface.mainWindow(), self.tr("Set up PyTorch runtime"), question)
-        if answer != QMessageBox.Yes:
+        if answer != QMessageBox.StandardButton.Yes:
             return
         self.runtime_task = SetupRuntimeTask(python, target, on_done=self._runtime_done)
         self.runtime_action.setEnabled(False)

@@ -8,8 +8,26 @@ from __future__ import annotations
 import sys
 
 from qgis.core import QgsApplication, QgsProcessingOutputDefinition
+from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
 ORDER = ["samplescene", "preparel2a", "downloadl2a", "makepatches", "trainhead", "finetunelayer4", "predict", "evaluate"]
+
+
+def _typed(value) -> str:
+    """A value as a user types it in qgis_process or the dialog, not as Python shows the object."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, QDateTime):
+        return value.toString("yyyy-MM-ddTHH:mm:ss")
+    if isinstance(value, QDate):
+        days = QDate.currentDate().daysTo(value)
+        relative = "today" if days == 0 else f"today {'+' if days > 0 else '−'} {abs(days)} days"
+        return f"{value.toString('yyyy-MM-dd')} ({relative})"
+    if isinstance(value, QTime):
+        return value.toString("HH:mm:ss")
+    if isinstance(value, (list, tuple)):
+        return ",".join(_typed(item) for item in value)
+    return str(value)
 
 
 def _default(param) -> str:
@@ -17,12 +35,12 @@ def _default(param) -> str:
     if value is None or value == "":
         return ""
     options = getattr(param, "options", None)
-    if callable(options) and isinstance(value, int):
+    if callable(options) and isinstance(value, int) and not isinstance(value, bool):
         try:
             return str(options()[value])
         except IndexError:
             pass
-    return str(value)
+    return _typed(value)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def test_package_zip_installs_and_runs(tmp_path):
         QT_QPA_PLATFORM="offscreen",
         QGIS_PLUGINPATH=str(plugins),
         QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "config"),
-        PYTHONPATH=str(REPO / ".venv" / "lib" / "python3.11" / "site-packages"),
+        PYTHONPATH=sysconfig.get_path("purelib"),  # the venv's torch, whatever the Python version
     )
     binary = "/usr/bin/qgis_process.bin"
     subprocess.run([binary, "plugins", "enable", "scl_deeplab"], env=env, capture_output=True, check=False)

@@ -26,7 +26,7 @@ PROFILE = {"width": 4, "height": 3, "crs": "EPSG:32633", "transform": from_origi
 
 
 def _flush_deletes() -> None:
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 @pytest.fixture
@@ -270,7 +270,8 @@ def test_set_up_runtime_action_shows_the_plan_before_installing(plugin, raster_m
     action = next(a for a in _scl_menu(raster_menu).actions() if a.objectName() == "scldeeplab_setup_runtime")
     assert action.text() == "Set up PyTorch runtime…" and not action.data()
     asked = []
-    monkeypatch.setattr(QMessageBox, "question", lambda parent, title, text: asked.append(text) or QMessageBox.No)
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda parent, title, text: asked.append(text) or QMessageBox.StandardButton.No)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no nvidia-smi: CPU wheels
     action.trigger()
     assert len(asked) == 1 and "Install PyTorch with CPU wheels (no nvidia-smi on PATH" in asked[0]

@@ -57,7 +57,8 @@ def fake_nvidia_smi(folder: Path, cuda: str) -> str:
 
 def test_pins_are_those_of_requirements_and_constraints():
     requirements = (REPO / "requirements.txt").read_text().splitlines()
-    constraints = (REPO / "constraints.txt").read_text().splitlines()
+    # constraints.txt caps numpy per Python with an environment marker: compare the pins without it
+    constraints = [line.split(";")[0].strip() for line in (REPO / "constraints.txt").read_text().splitlines()]
     assert set(rp.TORCH_REQUIREMENTS) <= set(requirements)
     assert set(rp.KEEP) <= set(constraints)
 

@@ -21,7 +21,7 @@ XVFB=$!
 sleep 2
 ROOT="$(cd "$HERE/../.." && pwd)"
 export QGIS_PLUGINPATH="$ROOT/.venv/plugins"
-export PYTHONPATH="$ROOT/.venv/lib/python3.11/site-packages:$ROOT/.venv/plugins"
+export PYTHONPATH="$("$ROOT/.venv/bin/python" "$ROOT/scripts/venv_pythonpath.py"):$ROOT/.venv/plugins"
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp/runtime-$(id -u)}
 export SHOT_OUT="$SHOT/screen.png"
 rm -f "$SHOT_OUT"

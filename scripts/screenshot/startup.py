@@ -15,7 +15,7 @@ def arrange():
         browser.hide()
     if os.environ.get("SHOT_DOCK") == "1":  # the compare dock, left above the Layers panel
         dock = window.findChild(QDockWidget, "SclDeepLabCompareDock")
-        window.addDockWidget(Qt.LeftDockWidgetArea, dock)
+        window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         dock.show()
         if os.environ.get("SHOT_EVALUATE") == "1":
             dock.opacity_slider.setValue(60)
@@ -31,7 +31,7 @@ def arrange():
             tree.expand(index)
             for child in range(model.rowCount(index)):
                 tree.expand(model.index(child, 0, index))
-            tree.scrollTo(index, QTreeView.PositionAtTop)
+            tree.scrollTo(index, QTreeView.ScrollHint.PositionAtTop)
             tree.setCurrentIndex(index)
         else:
             tree.collapse(index)

@@ -71,3 +71,13 @@ def test_finetune_full_through_qgis_process(trained, tmp_path, qgis_process_json
     assert result["OUTPUT_MODEL"] == str(tmp_path / "l4.pt") and int(result["BEST_EPOCH"]) == 2
     stages = checkpoint.load_checkpoint(tmp_path / "l4.pt")["meta"]["stages"]
     assert [s["stage"] for s in stages] == ["head", "full"]
+
+
+def test_learning_curves_are_an_optional_output_made_by_default(provider):
+    # qgis_process refuses a call that omits a non-optional output; the dialog still draws the curves.
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+
+    curves = QgsApplication.processingRegistry().algorithmById("scldeeplab:finetunelayer4").parameterDefinition(
+        "OUTPUT_CURVES")
+    assert curves.flags() & QgsProcessingParameterDefinition.FlagOptional
+    assert curves.createByDefault()

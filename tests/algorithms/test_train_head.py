@@ -95,3 +95,15 @@ def test_trainhead_through_qgis_process(patches, tmp_path, qgis_process_json):
     meta = checkpoint.load_checkpoint(tmp_path / "q.pt")["meta"]
     assert [row["epoch"] for row in meta["history"]] == [1]
     assert (tmp_path / "q.png").is_file() and (tmp_path / "q.history.json").is_file()
+
+
+def test_trainhead_through_qgis_process_without_learning_curves(patches, tmp_path, qgis_process_json):
+    # OUTPUT_CURVES is a secondary output: qgis_process must accept a call without it.
+    result = qgis_process_json(
+        "scldeeplab:trainhead", PATCHES=patches, EPOCHS=1, BATCH_SIZE=4, PRETRAINED="none", DEVICE="cpu",
+        OUTPUT_MODEL=tmp_path / "q.pt",
+    )
+    assert result["OUTPUT_MODEL"] == str(tmp_path / "q.pt") and result["BEST_EPOCH"] == 1
+    assert result["OUTPUT_CURVES"] == str(tmp_path / "q_curves.png")  # beside the checkpoint, as the CLI does
+    assert (tmp_path / "q_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "q_curves.history.csv").is_file()
