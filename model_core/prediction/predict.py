@@ -16,15 +16,14 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
@@ -34,10 +33,16 @@ from ..data.radiometry import to_unit
 from ..data.rasters import extent_window, label_profile, open_raster, write_style
 from ..errors import BandCountError, CheckpointError, InputError
 from ..net.device import Precision, describe, pick_device, pick_precision
-from ..net.inference import clear_prepared, prepared
 from ..progress import SILENT, Progress, check_canceled
 from ..styles import qml_document
 from .tiling import RowBand, Tile, TilingConfig, blend_weights, plan_tiles, tile_rows
+
+try:
+    import torch
+
+    from ..net.inference import clear_prepared, prepared
+except ModuleNotFoundError:  # .onnx models predict without PyTorch, through ONNX Runtime (onnx_runtime.py)
+    torch = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +212,20 @@ def tiles_per_batch(batch_size: int, device: torch.device) -> int:
     return 1 if device.type == "cpu" else 4
 
 
+@runtime_checkable
+class TileModel(Protocol):
+    """A model that is no torch module but runs tiles itself (``onnx_runtime.OnnxModel``)."""
+
+    def tiles_per_batch(self, batch_size: int) -> int:
+        """``batch_size``, or for 0 this model's default."""
+
+    def describe(self) -> str:
+        """Where and how the model runs, for the log."""
+
+    def tile_runner(self, spec: ModelInput, weights: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Like ``TileRunner``: (N, bands, h, w) in 0-1 -> (N, classes, h, w) weight-multiplied probabilities."""
+
+
 class TileRunner:
     """The model on batches of tiles: normalise, forward, softmax, multiply by the blend weights.
 
@@ -249,7 +268,7 @@ class TileRunner:
 
 def predict_scene(
     image_path: Path | str,
-    model: torch.nn.Module,
+    model: torch.nn.Module | TileModel,
     meta: dict[str, Any],
     out_path: Path | str,
     config: PredictConfig = PredictConfig(),
@@ -257,7 +276,7 @@ def predict_scene(
     confidence_path: Path | str | None = None,
     progress: Progress = SILENT,
 ) -> PredictResult:
-    """Predict SCL codes for a scene with a loaded model (in eval mode) and write them as a GeoTIFF.
+    """Predict SCL codes for a scene with a loaded model (in eval mode, or a ``TileModel``) and write a GeoTIFF.
 
     The output has the scene's CRS, transform and size (or those of ``config.extent``),
     is tiled and DEFLATE-compressed, embeds the SCL colour table and gets a ``.qml``
@@ -269,9 +288,12 @@ def predict_scene(
     if config.batch_size < 0:
         raise InputError(f"The batch size must be 0 (auto) or more, got {config.batch_size}.")
     spec = ModelInput.from_meta(meta)
-    device = _model_device(model)
-    precision = pick_precision(device, config.precision)
-    batch_size = tiles_per_batch(config.batch_size, device)
+    if isinstance(model, TileModel):
+        batch_size, described = model.tiles_per_batch(config.batch_size), model.describe()
+    else:
+        device = _model_device(model)
+        precision = pick_precision(device, config.precision)
+        batch_size, described = tiles_per_batch(config.batch_size, device), describe(device, precision)
     started = time.perf_counter()
     out_path = Path(out_path)
     with open_raster(image_path) as src:
@@ -289,14 +311,17 @@ def predict_scene(
             f"(overlap {tiling.overlap_px} px, batches of {batch_size}) with bands {list(bands)} "
             f"as {', '.join(spec.band_order)}."
         )
-        progress.info(describe(device, precision))
-        if config.fast:
+        progress.info(described)
+        if config.fast and not isinstance(model, TileModel):
             progress.info("Fast mode: backbone and ASPP run at output stride 16 (smoother class edges).")
         profile = label_profile(
             {"width": width, "height": height, "crs": src.crs, "transform": window_transform(region, src.transform)}
         )
         weights = blend_weights(th, tw, tiling.overlap_px)
-        runner = TileRunner(model, spec, precision, weights, fast=config.fast)
+        if isinstance(model, TileModel):
+            runner = model.tile_runner(spec, weights)
+        else:
+            runner = TileRunner(model, spec, precision, weights, fast=config.fast)
         nodata = [src.nodatavals[b - 1] for b in bands]
         band = RowBand(scl.NUM_CLASSES, th, width)
         with ExitStack() as stack:
@@ -346,7 +371,7 @@ def predict_scene(
         height=height,
         tiles=len(tiles),
         seconds=seconds,
-        device=describe(device, precision),
+        device=described,
     )
 
 
@@ -385,7 +410,8 @@ def clear_model_cache() -> None:
     """Forget cached models and their prediction-only copies (frees their memory)."""
     with _CACHE_LOCK:
         _CACHE.clear()
-    clear_prepared()
+    if torch is not None:
+        clear_prepared()
 
 
 def predict_scene_from_checkpoint(
@@ -397,10 +423,17 @@ def predict_scene_from_checkpoint(
     confidence_path: Path | str | None = None,
     progress: Progress = SILENT,
 ) -> PredictResult:
-    """``predict_scene`` with the model of a checkpoint file, on ``config.device``, cached per process."""
+    """``predict_scene`` with the model of a checkpoint file, on ``config.device``, cached per process.
+
+    A ``.onnx`` file runs through ONNX Runtime (``onnx_runtime``), which needs no PyTorch.
+    """
     config.tiling.validate()
-    device = pick_device(config.device)
-    model, meta = cached_model(checkpoint_path, device)
+    if Path(checkpoint_path).suffix.lower() == ".onnx":
+        from .onnx_runtime import cached_onnx_model
+
+        model, meta = cached_onnx_model(checkpoint_path, config.device, progress=progress)
+    else:
+        model, meta = cached_model(checkpoint_path, pick_device(config.device))
     return predict_scene(
         image_path, model, meta, out_path, config, confidence_path=confidence_path, progress=progress
     )
