@@ -64,17 +64,28 @@ def _linux_pip_install() -> str:
     return command
 
 
+def _pip_install_how(packages: str) -> str:
+    """How to pip-install ``packages`` into the Python QGIS uses, on this platform."""
+    if sys.platform.startswith("win"):
+        return f'open the "OSGeo4W Shell" and run: python -m pip install {packages}'
+    if sys.platform == "darwin":
+        return f"run: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install {packages}"
+    return f"run: {_linux_pip_install()} {packages}"
+
+
 def torch_install_hint() -> str:
     """What to do when PyTorch is missing from the Python QGIS runs."""
-    if sys.platform.startswith("win"):
-        how = 'open the "OSGeo4W Shell" and run: python -m pip install torch torchvision'
-    elif sys.platform == "darwin":
-        how = "run: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install torch torchvision"
-    else:
-        how = f"run: {_linux_pip_install()} torch torchvision"
     return (
         "PyTorch and torchvision are not installed in the Python that QGIS uses. "
-        f"To install them, {how}; then restart QGIS."
+        f"To install them, {_pip_install_how('torch torchvision')}; then restart QGIS."
+    )
+
+
+def onnxruntime_install_hint() -> str:
+    """What to do when ONNX Runtime is missing from the Python QGIS runs (.onnx models need only it)."""
+    return (
+        "ONNX Runtime is not installed in the Python that QGIS uses, so .onnx models cannot run "
+        f"(pip install onnxruntime). To install it, {_pip_install_how('onnxruntime')}; then restart QGIS."
     )
 
 
@@ -93,10 +104,14 @@ def core_errors_as_processing_exceptions() -> Iterator[None]:
     except Canceled as exc:
         raise QgsProcessingException(str(exc)) from exc
     except SclDeepLabError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "onnxruntime":
+            raise QgsProcessingException(onnxruntime_install_hint()) from exc
         raise QgsProcessingException(str(exc)) from exc
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in {"torch", "torchvision"}:
             raise QgsProcessingException(torch_install_hint()) from exc
+        if exc.name == "onnxruntime":
+            raise QgsProcessingException(onnxruntime_install_hint()) from exc
         raise
 
 

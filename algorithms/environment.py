@@ -5,7 +5,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingException, QgsProcessingOutputBoolean, QgsProcessingOutputString
 
 from .base import SclAlgorithm
-from .worker import chosen_runtime, no_runtime_message, run_task, torch_in_process, worker_python
+from .worker import chosen_runtime, no_runtime_message, onnx_in_process, run_task, torch_in_process, worker_python
 
 STRINGS = {
     "RUNTIME": "Runtime (in-process or worker)",
@@ -17,6 +17,7 @@ STRINGS = {
     "TORCHVISION_VERSION": "torchvision version",
     "RASTERIO_VERSION": "rasterio version",
     "NUMPY_VERSION": "numpy version",
+    "ONNXRUNTIME_VERSION": "onnxruntime version (predicts .onnx models without PyTorch)",
     "MISSING": "Missing packages",
     "CUDA_DEVICES": "CUDA GPUs",
     "CPU": "CPU model",
@@ -70,6 +71,9 @@ class Environment(SclAlgorithm):
             from ..model_core.cli.environment import runtime_report
 
             report, error = runtime_report(), no_runtime_message()
+            if onnx_in_process():
+                feedback.pushInfo(self.tr("ONNX Runtime imports in QGIS's Python: Predict runs .onnx models "
+                                          "in-process, without PyTorch."))
         else:
             try:
                 report = run_task("environment", {}, feedback)

@@ -29,7 +29,7 @@ from typing import Any
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
 
-from .base import FeedbackProgress, torch_install_hint
+from .base import FeedbackProgress, onnxruntime_install_hint, torch_install_hint
 
 RUNTIMES = ("auto", "in-process", "worker")
 RUNTIME_KEY, WORKER_PYTHON_KEY = "scl_deeplab/runtime", "scl_deeplab/worker_python"
@@ -60,6 +60,11 @@ def worker_python() -> str:
 def torch_in_process() -> bool:
     """True when QGIS's own Python can import torch and torchvision."""
     return all(importlib.util.find_spec(name) is not None for name in ("torch", "torchvision"))
+
+
+def onnx_in_process() -> bool:
+    """True when QGIS's own Python can import onnxruntime (enough to predict with .onnx models)."""
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def chosen_runtime() -> tuple[str, str]:
@@ -308,4 +313,12 @@ def predict_in_runtime(scene: Path, checkpoint: Path, output: Path, config: dict
     config = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in config.items()}
     args = {"scene": scene, "checkpoint": checkpoint, "output": output, "confidence": confidence_path,
             "config": config}
+    if checkpoint.suffix.lower() == ".onnx" and onnx_in_process() and runtime_setting() != "worker":
+        # ONNX Runtime needs no PyTorch: QGIS's own Python predicts, whatever torch's state.
+        from ..model_core.cli.job import TASKS
+
+        feedback.pushDebugInfo("SCL DeepLab runtime: in-process (an .onnx model and ONNX Runtime imports here).")
+        return SimpleNamespace(**TASKS["predict"](args, FeedbackProgress(feedback)))
+    if checkpoint.suffix.lower() == ".onnx" and chosen_runtime()[0] == "in-process" and not torch_in_process():
+        raise QgsProcessingException(onnxruntime_install_hint())
     return SimpleNamespace(**run_task("predict", args, feedback))

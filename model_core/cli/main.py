@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Canceled, SclDeepLabError
+from .export_command import add_export
 from .output import emit
 from .runtime_commands import add_environment, add_job
 from .setup_runtime import add_setup_runtime
@@ -220,6 +221,7 @@ COMMANDS: list[Registration] = [
     add_train,
     add_predict,
     add_evaluate,
+    add_export,
     add_environment,
     add_job,
     add_setup_runtime,
