@@ -6,10 +6,12 @@ ranges come from running the float32 model over a few dozen training patches
 AVX2 (VNNI where present) compute several times faster than float32.
 
 Kept in float32, because int8 there costs accuracy and saves next to no time:
-the last 1x1 convolution (it makes the logits: a shifted class score flips
-near-tied pixels), the bilinear upsampling and the softmax (the probabilities
-feed blending and confidence), and ASPP's image pooling branch (one value per
-channel; its range is unlike the others').
+the first convolution (the stem sees the raw colours: in int8 it alone moved
+agreement with float32 from 98.9 % to 99.2 % on the tests' block scene), the
+last 1x1 convolution (it makes the logits: a shifted class score flips near-tied
+pixels), the bilinear upsampling and the softmax (the probabilities feed blending
+and confidence), and ASPP's image pooling branch (one value per channel; its
+range is unlike the others').
 """
 
 from __future__ import annotations
@@ -51,13 +53,13 @@ def calibration_tiles(patches: Path, meta: dict[str, Any], count: int) -> list[n
 
 
 def _excluded_nodes(model_path: Path) -> list[str]:
-    """Convolutions kept in float32: the last one (the logits) and those fed by a global pooling (ASPP's)."""
+    """Convolutions kept in float32: the first (stem), the last (logits) and those fed by a global pooling (ASPP's)."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     pooled = {out for n in graph.node if n.op_type == "GlobalAveragePool" for out in n.output}
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    return [n.name for n in convs if n.input[0] in pooled] + [n.name for n in convs[-1:]]
+    return [n.name for n in convs[:1]] + [n.name for n in convs if n.input[0] in pooled] + [convs[-1].name]
 
 
 def quantize_int8(float_path: Path, out_path: Path, patches: Path, meta: dict[str, Any], *, tiles: int = 32,
@@ -86,6 +88,6 @@ def quantize_int8(float_path: Path, out_path: Path, patches: Path, meta: dict[st
     quantize_static(
         str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        nodes_to_exclude=excluded, extra_options={"CalibMaxIntermediateOutputs": 4},
+        nodes_to_exclude=excluded,
     )
     return (*excluded, *KEPT_FLOAT_OPS)
