@@ -9,7 +9,7 @@ import sys
 
 from qgis.core import QgsApplication, QgsProcessingOutputDefinition
 
-ORDER = ["samplescene", "preparel2a", "downloadl2a", "makepatches", "trainhead", "finetunelayer4", "predict", "evaluate"]
+ORDER = ["samplescene", "preparel2a", "downloadl2a", "makepatches", "trainhead", "finetunelayer4", "predict", "exportonnx", "evaluate"]
 
 
 def _default(param) -> str:

@@ -72,6 +72,31 @@ def export_float32(model: nn.Module, path: Path, bands: int) -> None:
         )
 
 
+def inline_identities(path: Path) -> int:
+    """Give each ``Identity`` of an initializer its own copy of it; returns how many were inlined.
+
+    The exporter stores equal constants once (folded BatchNorm of untrained layers
+    leaves many equal biases) and reads the copies through ``Identity`` nodes; the
+    int8 quantiser only quantises a convolution whose bias is an initializer, so
+    without this most convolutions stayed float32 (int8 ran no faster).
+    """
+    import onnx
+
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    initializers = {t.name: t for t in graph.initializer}
+    inlined = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in initializers]
+    for node in inlined:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(initializers[node.input[0]])
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+        graph.node.remove(node)
+    if inlined:
+        onnx.save(proto, str(path))
+    return len(inlined)
+
+
 def add_metadata(path: Path, props: dict[str, str]) -> None:
     """Write ``props`` into the ONNX file at ``path`` (replacing keys it already has)."""
     import onnx
@@ -118,6 +143,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix="scl_deeplab_onnx_") as folder, atomic_file(out_path) as tmp:
         float_path = Path(folder) / "float32.onnx"
         export_float32(model, float_path, bands)
+        inline_identities(float_path)
         progress.set_progress(30 if int8 else 80)
         check_canceled(progress)
         if int8:

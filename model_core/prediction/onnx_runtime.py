@@ -97,6 +97,8 @@ class OnnxModel:
                 f"and return (batch, classes, height, width), but its inputs and outputs are {shapes}."
             )
         self.input_name = inputs[0].name
+        self.fixed_batch = _fixed(inputs[0].shape[0])
+        self.fixed_size = tuple(_fixed(d) for d in inputs[0].shape[2:])  # (height, width); None where dynamic
         self.output_name = outputs[0].name
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         self.info: OnnxModelInfo = read_info(
@@ -113,6 +115,8 @@ class OnnxModel:
 
     def tiles_per_batch(self, batch_size: int) -> int:
         """``batch_size``, or for 0: 1 tile per run on a CPU (as torch), 4 with CUDA."""
+        if self.fixed_batch:  # the graph takes exactly this many tiles; shorter batches are padded
+            return self.fixed_batch
         if batch_size:
             return batch_size
         return 4 if self.providers[0] == "CUDAExecutionProvider" else 1
@@ -124,7 +128,21 @@ class OnnxModel:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """The raw model output for a normalised float32 batch."""
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        size = tuple(x.shape[2:])
+        if any(fixed not in (None, got) for fixed, got in zip(self.fixed_size, size)):
+            raise CheckpointError(
+                f"{self.path} takes tiles of exactly {self.fixed_size[1]} x {self.fixed_size[0]} px, not "
+                f"{size[1]} x {size[0]} px. Set the tile size to {self.fixed_size[0]}, or export the model with "
+                "dynamic height and width."
+            )
+        count = len(x)
+        if self.fixed_batch and count < self.fixed_batch:
+            x = np.concatenate([x, np.zeros((self.fixed_batch - count, *x.shape[1:]), x.dtype)])
+        try:
+            return self.session.run([self.output_name], {self.input_name: x})[0][:count]
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error kinds; the cause stays chained
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"ONNX Runtime could not run {self.path} on a tile: {first}") from exc
 
     def tile_runner(self, spec: ModelInput, weights: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """Tiles in 0-1 -> SCL-slot probabilities times the blend ``weights``."""

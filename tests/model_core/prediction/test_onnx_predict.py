@@ -161,3 +161,19 @@ def test_missing_onnxruntime_names_the_install_command(blocks, tmp_path, monkeyp
     with pytest.raises(onnx_runtime.OnnxRuntimeMissing, match="pip install onnxruntime"):
         predict_scene_from_checkpoint(blocks["scene"], blocks["onnx"], tmp_path / "out.tif")
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_fixed_tile_size_is_named(blocks, tmp_path):
+    import onnx
+
+    model = _conv_model(tmp_path / "fixed.onnx")
+    proto = onnx.load(str(model))
+    for dim, value in zip(proto.graph.input[0].type.tensor_type.shape.dim, (1, 3, 32, 32)):
+        dim.dim_value = value
+    onnx.save(proto, str(model))
+    with pytest.raises(CheckpointError, match="takes tiles of exactly 32 x 32 px"):
+        predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / "out.tif",
+                                      PredictConfig(tiling=TilingConfig(64, 8)))
+    predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / "out.tif",
+                                  PredictConfig(tiling=TilingConfig(32, 8), batch_size=4))
+    assert read(tmp_path / "out.tif").shape == (128, 128)
