@@ -28,10 +28,10 @@ class ExportOnnx(SclAlgorithm):
         "Model: the checkpoint (.pt). Exporting needs PyTorch and the onnx package (in QGIS's Python or the "
         "worker Python).\n"
         "int8: quantises the convolutions to 8-bit integers, with value ranges measured on training patches "
-        "(give the patches index.json). About 2-4x faster on CPUs; agrees with the float32 model on about 99 % "
-        "of pixels. The last layer, upsampling and softmax stay float32.\n"
+        "(give the patches index.json). About 2-3x faster on CPUs; agrees with the float32 model on about 99 % "
+        "of pixels. The first layer, ASPP, the last layer, upsampling and softmax stay float32.\n"
         "Resolution: the pixel size in metres recorded for Deepness (10 for Sentinel-2 true colour).\n\n"
-        "Output: the .onnx file (about 160 MB float32, 40 MB int8) with the class table, band order, "
+        "Output: the .onnx file (about 160 MB float32, 85 MB int8) with the class table, band order, "
         "normalisation, tile size and where the weights came from in its metadata, plus the keys Deepness reads. "
         "Time: 10-30 s; int8 adds about 1 s per calibration patch."
     )

@@ -41,7 +41,9 @@ try:
     import torch
 
     from ..net.inference import clear_prepared, prepared
-except ModuleNotFoundError:  # .onnx models predict without PyTorch, through ONNX Runtime (onnx_runtime.py)
+except ModuleNotFoundError as _missing:  # .onnx models predict without PyTorch, through ONNX Runtime (onnx_runtime.py)
+    if (_missing.name or "").split(".")[0] != "torch":
+        raise
     torch = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
