@@ -113,7 +113,8 @@ def add_predict(subparsers: Any) -> None:
     scenes.add_argument("--scenes", type=Path, metavar="LIST", help="a text file of scene paths (one a line, "
                         "# comments) or a folder of .tif/.tiff/.vrt/.jp2 scenes; under torchrun each rank takes "
                         "its share; needs --output-folder")
-    p.add_argument("--model", required=True, type=Path, metavar="CKPT", help="checkpoint (.pt) or ONNX model (.onnx, runs without PyTorch)")
+    p.add_argument("--model", required=True, type=Path, metavar="CKPT",
+                   help="checkpoint (.pt) or ONNX model (.onnx, runs without PyTorch)")
     p.add_argument("--bands", default="1,2,3", help="red, green, blue band numbers (default 1,2,3)")
     p.add_argument("--tile-size", type=int, default=512, help="pixels, a multiple of 8 (default 512)")
     p.add_argument("--overlap", type=int, default=64, help="pixels, less than half the tile size (default 64)")
