@@ -112,3 +112,14 @@ def verdict_rows(o: dict[str, Any], fast_cpu: bool) -> dict[str, tuple[float, st
     int8 = o["onnx_int8_tiles0"]
     return {"onnx_int8_speedup": (int8["speedup"], ">=", o["torch_bf16_speedup"] if fast_cpu else 2.0),
             "onnx_int8_agreement": (int8["agreement_with_fp32"], ">=", 0.99)}
+
+
+def summary(o: dict[str, Any]) -> dict[str, Any]:
+    """The ONNX figures of the bench's one-line JSON summary."""
+    if "skipped" in o:
+        return {"skipped": o["skipped"]}
+    fp32, int8 = o["onnx_fp32_tiles0"], o["onnx_int8_tiles0"]
+    return {"fp32_speedup": round(fp32["speedup"], 3), "int8_speedup": round(int8["speedup"], 3),
+            "int8_s_per_tile": round(int8["s_per_tile"], 3), "int8_agreement": round(int8["agreement_with_fp32"], 5),
+            "fp32_agreement_naive": round(fp32["agreement_single"], 5),
+            "full_tile_s": {k: round(v) for k, v in o["full_tile_s"].items()}}

@@ -191,7 +191,9 @@ def cached_onnx_model(path: Path | str, device: str = "auto", *,
     try:
         mtime = resolved.stat().st_mtime_ns
     except OSError as exc:
-        raise CheckpointError(f"The ONNX model {resolved} does not exist. Export one with Export model to ONNX.") from exc
+        raise CheckpointError(
+            f"The ONNX model {resolved} does not exist. Export one with Export model to ONNX."
+        ) from exc
     key = (str(resolved), mtime, (device or "auto").strip().lower())
     with _LOCK:
         model = _CACHE.get(key)
