@@ -20,7 +20,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..model_core.errors import Canceled, SclDeepLabError
 from ..runtime.feedback import FeedbackProgress  # noqa: F401 - algorithms take it from here
-from ..runtime.interpreter import torch_install_hint
+from ..runtime.interpreter import onnxruntime_install_hint, torch_install_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCES = ROOT / "resources"
@@ -42,10 +42,14 @@ def core_errors_as_processing_exceptions() -> Iterator[None]:
     except Canceled as exc:
         raise QgsProcessingException(str(exc)) from exc
     except SclDeepLabError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "onnxruntime":
+            raise QgsProcessingException(onnxruntime_install_hint()) from exc
         raise QgsProcessingException(str(exc)) from exc
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] in {"torch", "torchvision"}:
             raise QgsProcessingException(torch_install_hint()) from exc
+        if exc.name == "onnxruntime":
+            raise QgsProcessingException(onnxruntime_install_hint()) from exc
         raise
 
 

@@ -7,7 +7,7 @@ from qgis.core import QgsProcessingOutputBoolean, QgsProcessingOutputString
 from ..model_core.cli.environment import report_lines, runtime_report
 from ..model_core.errors import SclDeepLabError
 from ..runtime.dispatch import chosen_runtime, no_runtime_message, run_task
-from ..runtime.interpreter import torch_importable
+from ..runtime.interpreter import onnxruntime_importable, torch_importable
 from ..runtime.settings import worker_python
 from .base import SclAlgorithm, core_errors_as_processing_exceptions
 
@@ -21,6 +21,7 @@ STRINGS = {
     "TORCHVISION_VERSION": "torchvision version",
     "RASTERIO_VERSION": "rasterio version",
     "NUMPY_VERSION": "numpy version",
+    "ONNXRUNTIME_VERSION": "onnxruntime version (predicts .onnx models without PyTorch)",
     "MISSING": "Missing packages",
     "CUDA_DEVICES": "CUDA GPUs",
     "CPU": "CPU model",
@@ -75,6 +76,9 @@ class Environment(SclAlgorithm):
         report, error = {}, ""
         if runtime == "in-process" and not torch_importable():
             report, error = runtime_report(), no_runtime_message()
+            if onnxruntime_importable():
+                feedback.pushInfo(self.tr("ONNX Runtime imports in QGIS's Python: Predict runs .onnx models "
+                                          "in-process, without PyTorch."))
         else:
             try:
                 report = run_task("environment", {}, feedback)

@@ -46,7 +46,10 @@ class Predict(SclAlgorithm):
         "which bands are red, green and blue (1,2,3 for TCI). A scene that does not match is refused with what "
         "the model expects.\n"
         "Model: the checkpoint (.pt). It is loaded once and reused while the file is unchanged, so batch runs "
-        "over many scenes are not slowed by loading.\n"
+        "over many scenes are not slowed by loading. An ONNX model (.onnx, from Export model to ONNX, or any ONNX "
+        "segmentation model with Deepness-style metadata) runs through ONNX Runtime instead, in QGIS's own Python "
+        "and without PyTorch (pip install onnxruntime); fast mode and full precision do not apply to it, and "
+        "DEVICE auto or cuda uses ONNX Runtime's CUDA provider where installed.\n"
         "Tile size (a multiple of 8) and overlap: the scene is cut into tiles that overlap; their class "
         "probabilities are blended with a smooth window, so tile borders leave no seams. Tile size 0 (the "
         "default) predicts as the model was trained: in tiles of its training patch size when that was below "
@@ -82,7 +85,10 @@ class Predict(SclAlgorithm):
             QgsProcessingParameterString(self.BANDS, self.tr("Red, green, blue bands"), defaultValue="1,2,3")
         )
         self.addParameter(
-            QgsProcessingParameterFile(self.MODEL, self.tr("Model checkpoint"), extension="pt")
+            QgsProcessingParameterFile(
+                self.MODEL, self.tr("Model checkpoint (.pt) or ONNX model (.onnx)"),
+                fileFilter="SCL DeepLab models (*.pt *.onnx);;Checkpoints (*.pt);;ONNX models (*.onnx)",
+            )
         )
         self.addParameter(
             QgsProcessingParameterNumber(

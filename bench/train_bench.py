@@ -1,5 +1,10 @@
 """Training throughput: the plugin's ``Loop`` against a naive loop over the same batches.
 
+The two loops take turns, epoch by epoch (naive, plugin, naive, plugin, ...), and the
+speedup is the median of each pair's ratio: on a shared machine the load drifts
+within a minute, and timing all naive epochs first and all plugin epochs after made
+two quick runs disagree by up to 3x.
+
 The naive loop is the seed's way: float32, NCHW, every parameter still requiring
 gradients (full autograd through the frozen backbone, whose gradients are then
 thrown away), the optimizer stepping only the stage's trainable parameters.
@@ -46,8 +51,36 @@ def _epochs(run_epoch, reps: int) -> dict[str, Any]:
     return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "n": reps}
 
 
+def _rates(times: list[float], seen: int) -> dict[str, Any]:
+    rates = [seen / t for t in times]
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "n": len(rates)}
+
+
+def paired_rates(manifest_path: Path, stage: str, batch: int, reps: int) -> dict[str, Any]:
+    """Naive and plugin patches per second, their epochs in turns; ``speedup`` is the median pair ratio."""
+    naive, plugin = naive_epoch(manifest_path, stage, batch), plugin_epoch(manifest_path, stage, batch)
+    naive[0](), plugin[0]()  # warm-up
+    times: dict[str, list[float]] = {"naive": [], "plugin": []}
+    seen = {}
+    for _ in range(reps):
+        for name, (epoch, _info) in (("naive", naive), ("plugin", plugin)):
+            t0 = time.perf_counter()
+            seen[name] = epoch()
+            times[name].append(time.perf_counter() - t0)
+    ratios = [(seen["plugin"] / p) / (seen["naive"] / n) for n, p in zip(times["naive"], times["plugin"])]
+    return {"naive": _rates(times["naive"], seen["naive"]),
+            "plugin": {**_rates(times["plugin"], seen["plugin"]), **plugin[1]},
+            "speedup": statistics.median(ratios), "speedups": ratios}
+
+
 def plugin_rate(manifest_path: Path, stage: str, batch: int, reps: int) -> dict[str, Any]:
     """The plugin's training step (``loop.Loop.train_epoch``) in patches per second."""
+    epoch, info = plugin_epoch(manifest_path, stage, batch)
+    return {**_epochs(epoch, reps), **info}
+
+
+def plugin_epoch(manifest_path: Path, stage: str, batch: int, reps: int = 8) -> tuple[Any, dict[str, Any]]:
+    """One epoch of the plugin's training step (returns the patches it saw), and its precision."""
     manifest = load_manifest(manifest_path)
     counts = check_patches(manifest)
     device = pick_device("auto")
@@ -67,13 +100,16 @@ def plugin_rate(manifest_path: Path, stage: str, batch: int, reps: int) -> dict[
         loop.train_epoch(done[0], SILENT)
         return seen
 
-    result = _epochs(epoch, reps)
-    result["precision"] = precision.name
-    return result
+    return epoch, {"precision": precision.name}
 
 
 def naive_rate(manifest_path: Path, stage: str, batch: int, reps: int) -> dict[str, Any]:
     """The naive training step in patches per second, on the same loader."""
+    return _epochs(naive_epoch(manifest_path, stage, batch)[0], reps)
+
+
+def naive_epoch(manifest_path: Path, stage: str, batch: int, reps: int = 8) -> tuple[Any, dict[str, Any]]:
+    """One epoch of the naive training step (returns the patches it saw)."""
     manifest = load_manifest(manifest_path)
     counts = check_patches(manifest)
     device = pick_device("auto")
@@ -98,4 +134,4 @@ def naive_rate(manifest_path: Path, stage: str, batch: int, reps: int) -> dict[s
             n += image.shape[0]
         return n
 
-    return _epochs(epoch, reps)
+    return epoch, {}

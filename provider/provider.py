@@ -12,6 +12,7 @@ from ..algorithms.download_l2a import DownloadL2A
 from ..algorithms.download_weights import DownloadWeights
 from ..algorithms.environment import Environment
 from ..algorithms.evaluate import Evaluate
+from ..algorithms.export_onnx import ExportOnnx
 from ..algorithms.finetune_layer4 import FinetuneLayer4
 from ..algorithms.make_patches import MakePatches
 from ..algorithms.predict import Predict
@@ -63,6 +64,7 @@ class SclDeepLabProvider(QgsProcessingProvider):
         self.addAlgorithm(TrainHead())
         self.addAlgorithm(FinetuneLayer4())
         self.addAlgorithm(Predict())
+        self.addAlgorithm(ExportOnnx())
         self.addAlgorithm(Evaluate())
         self.addAlgorithm(Environment())
         self.addAlgorithm(DownloadWeights())

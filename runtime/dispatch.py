@@ -21,9 +21,15 @@ from ..model_core.errors import Canceled, SclDeepLabError
 from ..model_core.prediction.config import PredictConfig, PredictResult
 from ..model_core.training.config import TrainConfig, TrainResult
 from .child import module_command, run_child
-from .errors import TorchMissingError, WorkerError
+from .errors import OnnxRuntimeMissingError, TorchMissingError, WorkerError
 from .feedback import FeedbackProgress, show_record
-from .interpreter import this_python, torch_importable, torch_install_hint
+from .interpreter import (
+    onnxruntime_importable,
+    onnxruntime_install_hint,
+    this_python,
+    torch_importable,
+    torch_install_hint,
+)
 from .settings import WHERE, WORKER_PYTHON_ENV, runtime_setting, worker_python
 
 
@@ -53,6 +59,17 @@ def predict(scene: Path, checkpoint: Path, output: Path, config: PredictConfig, 
     """``predict_scene_from_checkpoint`` in the chosen runtime."""
     args = {"scene": str(scene), "checkpoint": str(checkpoint), "output": str(output),
             "confidence": str(confidence) if confidence else None, "config": config.to_dict()}
+    if checkpoint.suffix.lower() == ".onnx" and runtime_setting() != "worker":
+        # ONNX Runtime needs no PyTorch: QGIS's own Python predicts, whatever torch's state.
+        if not onnxruntime_importable():
+            if not torch_importable():
+                raise OnnxRuntimeMissingError(onnxruntime_install_hint())
+        else:
+            from ..model_core.cli.job import TASKS
+
+            progress = FeedbackProgress(feedback)
+            progress.feedback.pushDebugInfo("SCL DeepLab runtime: in-process (an .onnx model and ONNX Runtime).")
+            return PredictResult.from_dict(TASKS["predict"](args, progress))
     return PredictResult.from_dict(run_task("predict", args, feedback))
 
 

@@ -19,3 +19,7 @@ class RuntimeSetupError(SclDeepLabError, RuntimeError):
 
 class TorchMissingError(SclDeepLabError, ImportError):
     """Neither QGIS's Python nor a worker Python can import PyTorch; the message says how to get it."""
+
+
+class OnnxRuntimeMissingError(SclDeepLabError, ImportError):
+    """An .onnx model is to run in QGIS's Python, which has neither ONNX Runtime nor PyTorch."""

@@ -56,15 +56,31 @@ def _linux_pip_install() -> str:
     return command
 
 
+def _pip_install_how(packages: str) -> str:
+    """How to pip-install ``packages`` into the Python QGIS uses, on this platform."""
+    if sys.platform.startswith("win"):
+        return f'open the "OSGeo4W Shell" and run: python -m pip install {packages}'
+    if sys.platform == "darwin":
+        return f"run: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install {packages}"
+    return f"run: {_linux_pip_install()} {packages}"
+
+
 def torch_install_hint() -> str:
     """What to do when PyTorch is missing from the Python QGIS runs."""
-    if sys.platform.startswith("win"):
-        how = 'open the "OSGeo4W Shell" and run: python -m pip install torch torchvision'
-    elif sys.platform == "darwin":
-        how = "run: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install torch torchvision"
-    else:
-        how = f"run: {_linux_pip_install()} torch torchvision"
     return (
         "PyTorch and torchvision are not installed in the Python that QGIS uses. "
-        f"To install them, {how}; then restart QGIS."
+        f"To install them, {_pip_install_how('torch torchvision')}; then restart QGIS."
+    )
+
+
+def onnxruntime_importable() -> bool:
+    """True when this Python finds onnxruntime (enough to predict with .onnx models, without PyTorch)."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def onnxruntime_install_hint() -> str:
+    """What to do when ONNX Runtime is missing from the Python QGIS runs (.onnx models need only it)."""
+    return (
+        "ONNX Runtime is not installed in the Python that QGIS uses, so .onnx models cannot run "
+        f"(pip install onnxruntime). To install it, {_pip_install_how('onnxruntime')}; then restart QGIS."
     )

@@ -10,7 +10,7 @@ import sys
 from qgis.core import QgsApplication, QgsProcessingOutputDefinition
 from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
-ORDER = ["samplescene", "preparel2a", "downloadl2a", "makepatches", "trainhead", "finetunelayer4", "predict", "evaluate"]
+ORDER = ["samplescene", "preparel2a", "downloadl2a", "makepatches", "trainhead", "finetunelayer4", "predict", "exportonnx", "evaluate"]
 
 
 def _typed(value) -> str:

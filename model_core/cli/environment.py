@@ -63,6 +63,7 @@ def runtime_report() -> dict[str, Any]:
     }
     for name in PACKAGES:
         report[f"{name}_version"] = package_version(name)
+    report["onnxruntime_version"] = package_version("onnxruntime")  # optional: .onnx models need only it
     missing = [name for name in PACKAGES if report[f"{name}_version"].startswith("missing")]
     report["missing"] = ", ".join(missing)
     if "torch" in missing or "torchvision" in missing:
@@ -80,6 +81,10 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         "Packages: " + ", ".join(f"{name} {report[f'{name}_version']}" for name in PACKAGES),
         f"CPU: {report['cpu']} (native bfloat16: {'yes' if report['cpu_native_bf16'] else 'no'})",
     ]
+    onnx = report.get("onnxruntime_version", "missing")
+    lines.append(f"ONNX Runtime: {onnx} (.onnx models predict with it alone, without PyTorch)"
+                 if not onnx.startswith("missing") else
+                 "ONNX Runtime: missing (pip install onnxruntime to predict .onnx models without PyTorch)")
     if report["missing"]:
         lines.append(f"Missing: {report['missing']}.")
     lines.append("Pretrained weights (PRETRAINED):\n" + summary())

@@ -87,6 +87,16 @@ def _train(args: dict[str, Any], progress: Progress) -> dict[str, Any]:
     return dataclasses.replace(result, curves=written["png"], history_csv=written["csv"]).to_dict()
 
 
+def _export(args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """``export_onnx`` of a checkpoint; the result's fields as plain values."""
+    from ..net.onnx_export import export_onnx
+
+    result = export_onnx(args["checkpoint"], args["output"], int8=bool(args.get("int8")),
+                         patches=args.get("patches"), calibration_tiles=int(args.get("calibration_tiles", 32)),
+                         resolution_m=float(args.get("resolution_m", 10.0)), progress=progress)
+    return dataclasses.asdict(result)
+
+
 def _environment(args: dict[str, Any], progress: Progress) -> dict[str, Any]:
     from .environment import runtime_report
 
@@ -96,6 +106,7 @@ def _environment(args: dict[str, Any], progress: Progress) -> dict[str, Any]:
 TASKS: dict[str, Callable[[dict[str, Any], Progress], dict[str, Any]]] = {
     "predict": _predict,
     "train": _train,
+    "export": _export,
     "environment": _environment,
 }
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import Canceled, InputError, SclDeepLabError
 from ..net.weight_sets import CHOICES
+from .export_command import add_export
 from .output import emit
 from .runtime_commands import add_environment, add_job
 from .weights_commands import add_weights
@@ -112,7 +113,8 @@ def add_predict(subparsers: Any) -> None:
     scenes.add_argument("--scenes", type=Path, metavar="LIST", help="a text file of scene paths (one a line, "
                         "# comments) or a folder of .tif/.tiff/.vrt/.jp2 scenes; under torchrun each rank takes "
                         "its share; needs --output-folder")
-    p.add_argument("--model", required=True, type=Path, metavar="CKPT", help="checkpoint (.pt)")
+    p.add_argument("--model", required=True, type=Path, metavar="CKPT",
+                   help="checkpoint (.pt) or ONNX model (.onnx, runs without PyTorch)")
     p.add_argument("--bands", default="1,2,3", help="red, green, blue band numbers (default 1,2,3)")
     p.add_argument("--tile-size", type=int, default=0, help="pixels, a multiple of 8; 0 (default): as trained, the "
                    "checkpoint's patch size for models trained on small patches, else 512")
@@ -245,6 +247,7 @@ COMMANDS: list[Registration] = [
     add_train,
     add_predict,
     add_evaluate,
+    add_export,
     add_environment,
     add_job,
     add_setup_runtime,

@@ -16,14 +16,13 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
@@ -35,12 +34,20 @@ from ..data.rasters import extent_window, label_profile, open_raster
 from ..errors import BandCountError, CheckpointError, InputError
 from ..net.checkpoint import ModelInput, input_from_meta
 from ..net.device import Precision, describe, pick_device, pick_precision
-from ..net.inference import clear_prepared, prepared
 from ..progress import SILENT, Progress, check_canceled
 from ..styles import confidence_qml, write_style
 from .config import PredictConfig, PredictResult
 from .tile_choice import DEFAULT_TILE_PX, choose_tiling
 from .tiling import RowBand, Tile, blend_weights, plan_tiles, tile_rows
+
+try:
+    import torch
+
+    from ..net.inference import clear_prepared, prepared
+except ModuleNotFoundError as _missing:  # .onnx models predict without PyTorch, through ONNX Runtime (onnx_runtime.py)
+    if (_missing.name or "").split(".")[0] != "torch":
+        raise
+    torch = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +128,20 @@ def tiles_per_batch(batch_size: int, device: torch.device, tile_size_px: int = D
     return per_512 if device.type == "cpu" else 4 * per_512
 
 
+@runtime_checkable
+class TileModel(Protocol):
+    """A model that is no torch module but runs tiles itself (``onnx_runtime.OnnxModel``)."""
+
+    def tiles_per_batch(self, batch_size: int) -> int:
+        """``batch_size``, or for 0 this model's default."""
+
+    def describe(self) -> str:
+        """Where and how the model runs, for the log."""
+
+    def tile_runner(self, spec: ModelInput, weights: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Like ``TileRunner``: (N, bands, h, w) in 0-1 -> (N, classes, h, w) weight-multiplied probabilities."""
+
+
 class TileRunner:
     """The model on batches of tiles: normalise, forward, softmax, multiply by the blend weights.
 
@@ -163,7 +184,7 @@ class TileRunner:
 
 def predict_scene(
     image_path: Path | str,
-    model: torch.nn.Module,
+    model: torch.nn.Module | TileModel,
     meta: dict[str, Any],
     out_path: Path | str,
     config: PredictConfig = PredictConfig(),
@@ -171,7 +192,7 @@ def predict_scene(
     confidence_path: Path | str | None = None,
     progress: Progress = SILENT,
 ) -> PredictResult:
-    """Predict SCL codes for a scene with a loaded model (in eval mode) and write them as a GeoTIFF.
+    """Predict SCL codes for a scene with a loaded model (in eval mode, or a ``TileModel``) and write a GeoTIFF.
 
     The output has the scene's CRS, transform and size (or those of ``config.extent``),
     is tiled and DEFLATE-compressed, embeds the SCL colour table and gets a ``.qml``
@@ -183,10 +204,14 @@ def predict_scene(
         raise InputError(f"The batch size must be 0 (auto) or more, got {config.batch_size}.")
     choice = choose_tiling(config.tiling, meta)
     spec = input_from_meta(meta)
-    device = _model_device(model)
-    precision = pick_precision(device, config.precision)
     tiling = choice.tiling
-    batch_size = tiles_per_batch(config.batch_size, device, tiling.tile_size_px)
+    if isinstance(model, TileModel):
+        batch_size, described = model.tiles_per_batch(config.batch_size), model.describe()
+    else:
+        device = _model_device(model)
+        precision = pick_precision(device, config.precision)
+        batch_size = tiles_per_batch(config.batch_size, device, tiling.tile_size_px)
+        described = describe(device, precision)
     started = time.perf_counter()
     out_path = Path(out_path)
     with open_raster(image_path) as src:
@@ -207,13 +232,13 @@ def predict_scene(
             f"(overlap {tiling.overlap_px} px, batches of {min(batch_size, len(tile_rows(tiles)[0]))}) "
             f"with bands {list(bands)} as {', '.join(spec.band_order)}."
         )
-        progress.info(describe(device, precision))
+        progress.info(described)
         if 0 < tiling.tile_size_px < SMALL_TILE_PX:
             progress.warn(
                 f"Tiles of {tiling.tile_size_px} px show the model little context around each pixel, and "
                 f"{len(tiles)} of them run slowly; use {SMALL_TILE_PX} px or more (512 by default)."
             )
-        if config.fast:
+        if config.fast and not isinstance(model, TileModel):
             progress.info("Fast mode: backbone and ASPP run at output stride 16 (smoother class edges).")
             if max(th, tw) < FAST_MIN_TILE_PX:
                 # Measured on 32 px tiles (s2-multiband, issue 23): slower than plain mode, 7 points less accurate.
@@ -226,7 +251,10 @@ def predict_scene(
             {"width": width, "height": height, "crs": src.crs, "transform": window_transform(region, src.transform)}
         )
         weights = blend_weights(th, tw, tiling.overlap_px)
-        runner = TileRunner(model, spec, precision, weights, fast=config.fast)
+        if isinstance(model, TileModel):
+            runner = model.tile_runner(spec, weights)
+        else:
+            runner = TileRunner(model, spec, precision, weights, fast=config.fast)
         nodata = [src.nodatavals[b - 1] for b in bands]
         band = RowBand(scl.NUM_CLASSES, th, width)
         with ExitStack() as stack:
@@ -279,7 +307,7 @@ def predict_scene(
         height=height,
         tiles=len(tiles),
         seconds=seconds,
-        device=describe(device, precision),
+        device=described,
     )
 
 
@@ -318,7 +346,8 @@ def clear_model_cache() -> None:
     """Forget cached models and their prediction-only copies (frees their memory)."""
     with _CACHE_LOCK:
         _CACHE.clear()
-    clear_prepared()
+    if torch is not None:
+        clear_prepared()
 
 
 def predict_scene_from_checkpoint(
@@ -330,10 +359,17 @@ def predict_scene_from_checkpoint(
     confidence_path: Path | str | None = None,
     progress: Progress = SILENT,
 ) -> PredictResult:
-    """``predict_scene`` with the model of a checkpoint file, on ``config.device``, cached per process."""
+    """``predict_scene`` with the model of a checkpoint file, on ``config.device``, cached per process.
+
+    A ``.onnx`` file runs through ONNX Runtime (``onnx_runtime``), which needs no PyTorch.
+    """
     config.tiling.validate()
-    device = pick_device(config.device)
-    model, meta = cached_model(checkpoint_path, device)
+    if Path(checkpoint_path).suffix.lower() == ".onnx":
+        from .onnx_runtime import cached_onnx_model
+
+        model, meta = cached_onnx_model(checkpoint_path, config.device, progress=progress)
+    else:
+        model, meta = cached_model(checkpoint_path, pick_device(config.device))
     return predict_scene(
         image_path, model, meta, out_path, config, confidence_path=confidence_path, progress=progress
     )
