@@ -24,7 +24,8 @@ from typing import Any
 
 from .. import scl
 from ..errors import CheckpointError
-from .predict import ModelInput
+from ..net.model_input import ModelInput, input_from_meta
+from .tile_choice import choose_tiling
 from .tiling import TilingConfig
 
 log = logging.getLogger(__name__)
@@ -52,21 +53,15 @@ class OnnxModelInfo:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
-def default_overlap(tile_size_px: int) -> int:
-    """The predict default overlap (64 px), reduced for small tiles to stay below half the tile."""
-    overlap = TilingConfig().overlap_px
-    return overlap if 2 * overlap < tile_size_px else tile_size_px // 8
-
-
 def metadata_props(
     meta: dict[str, Any], *, precision: str, exported: str, resolution_m: float, versions: dict[str, str]
 ) -> dict[str, str]:
     """The metadata of a model exported from a checkpoint's ``meta``, every value a JSON string."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    spec = ModelInput.from_meta(meta)
-    tile = int(meta.get("tile_size_px") or meta.get("patch_size") or TilingConfig().tile_size_px)
-    overlap = default_overlap(tile)
+    spec = input_from_meta(meta)
+    tiling = choose_tiling(TilingConfig(), meta).tiling  # as predict tiles the checkpoint by default
+    tile, overlap = tiling.tile_size_px, tiling.overlap_px
     classes = [{"code": c.code, "name": c.name, "color": c.color} for c in scl.LEARNED]
     ours = {
         "format": FORMAT,
@@ -129,7 +124,7 @@ def read_info(props: dict[str, str], *, channels: int | None, outputs: int | Non
                 f"{source} is an SCL DeepLab ONNX model of format {ours.get('version')}, newer than this plugin "
                 f"reads ({VERSION}). Update SCL DeepLab."
             )
-        spec = ModelInput.from_meta({"input": ours.get("input")})
+        spec = input_from_meta({"input": ours.get("input")})
         codes = tuple(int(c["code"]) for c in ours.get("classes") or [])
         info = OnnxModelInfo(spec, codes, str(ours.get("precision", "float32")), ours.get("tile_size_px"),
                              ours.get("overlap_px"), ours=True)
@@ -154,7 +149,7 @@ def _foreign_info(props: dict[str, str], *, channels: int | None, outputs: int |
         )
     mean = _json(props, "standardization_mean") or [0.0] * channels
     std = _json(props, "standardization_std") or [1.0] * channels
-    spec = ModelInput.from_meta(
+    spec = input_from_meta(
         {"input": {"band_order": [f"band {i + 1}" for i in range(channels)], "dtype": "uint8",
                    "scale": DEEPNESS_INPUT_SCALE, "mean": mean, "std": std}}
     )

@@ -32,12 +32,12 @@ from ..data.radiometry import to_unit
 from ..data.raster_write import checked_raster
 from ..data.rasters import extent_window, label_profile, open_raster
 from ..errors import BandCountError, CheckpointError, InputError
-from ..net.checkpoint import ModelInput, input_from_meta
 from ..net.device import Precision, describe, pick_device, pick_precision
+from ..net.model_input import ModelInput, input_from_meta
 from ..progress import SILENT, Progress, check_canceled
 from ..styles import confidence_qml, write_style
 from .config import PredictConfig, PredictResult
-from .tile_choice import DEFAULT_TILE_PX, choose_tiling
+from .tile_choice import DEFAULT_TILE_PX, choose_tiling, trained_patch_size
 from .tiling import RowBand, Tile, blend_weights, plan_tiles, tile_rows
 
 try:
@@ -233,7 +233,9 @@ def predict_scene(
             f"with bands {list(bands)} as {', '.join(spec.band_order)}."
         )
         progress.info(described)
-        if 0 < tiling.tile_size_px < SMALL_TILE_PX:
+        patch = trained_patch_size(meta)
+        # A model trained on small patches is meant to run on tiles that small (issue 23): no warning then.
+        if 0 < tiling.tile_size_px < SMALL_TILE_PX and (patch is None or tiling.tile_size_px < patch):
             progress.warn(
                 f"Tiles of {tiling.tile_size_px} px show the model little context around each pixel, and "
                 f"{len(tiles)} of them run slowly; use {SMALL_TILE_PX} px or more (512 by default)."

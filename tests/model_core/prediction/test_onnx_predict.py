@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-
 from scl_deeplab.model_core.errors import BandCountError, CheckpointError
 from scl_deeplab.model_core.net.onnx_export import export_onnx
 from scl_deeplab.model_core.prediction import onnx_runtime
@@ -117,8 +116,9 @@ def test_foreign_class_names_map_to_scl_codes(blocks, tmp_path):
              "standardization_mean": [0.5, 0.5, 0.5], "standardization_std": [0.25, 0.25, 0.25]}
     model = _conv_model(tmp_path / "named.onnx", classes=2, props=props)
     progress = Recorder()
+    # 128 px tiles: a foreign model records no patch size, so smaller tiles would rightly warn.
     predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / "out.tif",
-                                  PredictConfig(tiling=TilingConfig(64, 8)), progress=progress)
+                                  PredictConfig(tiling=TilingConfig(128, 16)), progress=progress)
     assert set(np.unique(read(tmp_path / "out.tif")[10:, 10:])) <= {4, 6}
     assert progress.warnings == []
 

@@ -315,13 +315,21 @@ def test_nan_in_a_float_scene_is_no_data_and_does_not_spread(tmp_path):
     assert (codes != 0).sum() == 160 * 160 - 40 * 40 - 1
 
 
-def test_tiles_below_128_px_warn_and_larger_ones_do_not(tmp_path):
+def test_tiles_below_128_px_and_the_patch_size_warn_and_larger_ones_do_not(tmp_path):
     write_scene(tmp_path / "scene.tif", 256, 256)
-    small, large = RecordingProgress(), RecordingProgress()
-    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "a.tif", config(64, 16), progress=small)
-    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "b.tif", config(128, 16), progress=large)
-    assert len(small.warnings) == 1 and "Tiles of 64 px" in small.warnings[0] and "25 of them" in small.warnings[0]
-    assert large.warnings == []
+    trained_64 = {**META, "patch_size": 64}
+    small, as_trained, large = RecordingProgress(), RecordingProgress(), RecordingProgress()
+    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), trained_64, tmp_path / "a.tif", config(32, 8),
+                  progress=small)
+    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), trained_64, tmp_path / "b.tif", config(64, 16),
+                  progress=as_trained)
+    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "c.tif", config(128, 16), progress=large)
+    count = len(plan_tiles(256, 256, 32, 8))
+    assert len(small.warnings) == 1 and "Tiles of 32 px" in small.warnings[0] and f"{count} of them" in small.warnings[0]
+    assert as_trained.warnings == [] and large.warnings == []
+    unknown = RecordingProgress()  # META records no patch size: 64 px tiles are small
+    predict_scene(tmp_path / "scene.tif", TinyFcn().eval(), META, tmp_path / "d.tif", config(64, 16), progress=unknown)
+    assert len(unknown.warnings) == 1 and "Tiles of 64 px" in unknown.warnings[0] and "25 of them" in unknown.warnings[0]
 
 
 def test_a_scene_cut_short_is_named_as_damaged_and_nothing_written(tmp_path):
