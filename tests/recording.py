@@ -27,6 +27,7 @@ class RecordingProgress:
     ) -> None:
         self.percents: list[float] = []
         self.lines: list[str] = []  # info and warnings, in order
+        self.infos: list[str] = []
         self.warnings: list[str] = []
         self.checks = 0
         self.canceled = canceled
@@ -44,6 +45,7 @@ class RecordingProgress:
         return self.canceled
 
     def info(self, message: str) -> None:
+        self.infos.append(message)
         self._line(message)
 
     def warn(self, message: str) -> None:

@@ -17,28 +17,9 @@ from scl_deeplab.model_core.data.synthetic import ORIGIN, make_sample_scene
 from scl_deeplab.model_core.data.windows import split_scenes
 from scl_deeplab.model_core.errors import InputError, MaskCodeError
 from scl_deeplab.model_core.evaluation.preview import pick_patches
+from scl_deeplab.tests.recording import RecordingProgress
 
 NAMES = ("north", "east", "south")
-
-
-class Recorder:
-    """A Progress that keeps what it is told."""
-
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def set_progress(self, percent: float) -> None:
-        pass
-
-    def is_canceled(self) -> bool:
-        return False
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +46,7 @@ def nothing_written(tmp_path: Path) -> bool:
 
 
 def test_three_scene_list_gives_one_manifest_with_scene_ids_and_a_scene_split(scene_list, tmp_path):
-    progress = Recorder()
+    progress = RecordingProgress()
     config = PatchConfig(patch_size_px=64, split="scenes", val_scenes=("south",), preview_patches=4)
     result = make_patches(read_scene_list(scene_list), tmp_path / "out", config, progress=progress)
     manifest = Manifest.load(result.index)
@@ -192,7 +173,7 @@ def test_codes_outside_0_to_11_are_refused_or_made_no_data(scene_list, tmp_path)
     with pytest.raises(MaskCodeError, match="codes 12, 15 are not SCL codes"):
         make_patches(scenes[0].image, noisy, tmp_path / "out", PatchConfig(patch_size_px=64))
     assert nothing_written(tmp_path)
-    progress = Recorder()
+    progress = RecordingProgress()
     config = PatchConfig(patch_size_px=64, min_valid_fraction=0.0, unknown_codes_as_no_data=True, preview_patches=0)
     result = make_patches(scenes, tmp_path / "out", config, progress=progress)
     manifest = Manifest.load(result.index)

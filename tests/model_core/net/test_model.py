@@ -11,6 +11,7 @@ from scl_deeplab.model_core.data.patches import PatchConfig, make_patches
 from scl_deeplab.model_core.data.synthetic import make_sample_scene
 from scl_deeplab.model_core.net import checkpoint, model
 from scl_deeplab.model_core.training.train import TrainConfig, train
+from scl_deeplab.tests.recording import RecordingProgress
 from torch import nn
 
 INPUT = checkpoint.input_to_meta(checkpoint.ModelInput.rgb("uint8", 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
@@ -150,28 +151,8 @@ def test_aspp_rates_change_dilation_and_padding_but_not_the_weights():
         model.set_aspp_rates(net, (1, 2))
 
 
-class Lines:
-    """A progress that keeps its log lines."""
-
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def set_progress(self, percent: float) -> None:
-        pass
-
-    def is_canceled(self) -> bool:
-        return False
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-
 def test_training_on_small_patches_scales_aspp_and_the_checkpoint_brings_the_rates_back(patches, tmp_path):
-    lines = Lines()
+    lines = RecordingProgress()
     config = TrainConfig(stage="full", epochs=1, batch_size=4, device="cpu", pretrained="none", seed=0)
     result = train(patches, config, tmp_path / "scaled.pt", progress=lines)
     assert list(result.meta["aspp_rates"]) == [1, 2, 3]
@@ -186,7 +167,7 @@ def test_training_on_small_patches_scales_aspp_and_the_checkpoint_brings_the_rat
 def test_checkpoints_without_rates_keep_the_standard_ones_and_say_what_that_means(patches, start, tmp_path):
     net, meta = checkpoint.load_model(start)
     assert "aspp_rates" not in meta and model.aspp_rates(net) == (12, 24, 36)
-    lines = Lines()
+    lines = RecordingProgress()
     result = train(patches, TrainConfig(stage="head", epochs=1, batch_size=4, device="cpu"), tmp_path / "head.pt",
                    resume=start, progress=lines)
     assert list(result.meta["aspp_rates"]) == [12, 24, 36]

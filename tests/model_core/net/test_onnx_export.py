@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-
 from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.errors import InputError
 from scl_deeplab.model_core.net.checkpoint import load_model

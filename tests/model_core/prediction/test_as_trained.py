@@ -18,39 +18,20 @@ from scl_deeplab.model_core.data.synthetic import make_sample_scene
 from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
 from scl_deeplab.model_core.prediction.tiling import TilingConfig
+from scl_deeplab.tests.recording import RecordingProgress
 
 SIDE = 128
 AGREEMENT = 0.99  # the issue's target
 
 
-class Lines:
-    """A progress that keeps its log lines and warnings."""
-
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def set_progress(self, percent: float) -> None:
-        pass
-
-    def is_canceled(self) -> bool:
-        return False
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path, Lines]:
+def trained(tmp_path_factory) -> tuple[Path, Path, RecordingProgress]:
     """The sample scene, a model trained on its 32 px patches, and what making patches and training logged."""
     from scl_deeplab.model_core.training.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("as_trained")
     scene = make_sample_scene(root / "image.tif", root / "scl.tif", size=SIDE, seed=2)
-    lines = Lines()
+    lines = RecordingProgress()
     patches = make_patches(scene.image, scene.scl, root / "patches",
                            PatchConfig(patch_size_px=32, val_fraction=0.2, preview_patches=0), progress=lines)
     torch.manual_seed(0)
@@ -61,8 +42,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Lines]:
     return scene.image, result.last_path, lines
 
 
-def predict(image: Path, model: Path, out: Path, tiling: TilingConfig = TilingConfig()) -> tuple[np.ndarray, Lines]:
-    lines = Lines()
+def predict(image: Path, model: Path, out: Path, tiling: TilingConfig = TilingConfig()) -> tuple[np.ndarray, RecordingProgress]:
+    lines = RecordingProgress()
     predict_scene_from_checkpoint(image, model, out, PredictConfig(tiling=tiling, device="cpu", precision="float32"),
                                   progress=lines)
     with rasterio.open(out) as src:
@@ -134,7 +115,7 @@ def test_small_tiles_batch_up_to_one_512_px_tile_of_pixels():
 
 def test_fast_mode_on_small_tiles_warns(trained, tmp_path):
     image, model, _ = trained
-    lines = Lines()
+    lines = RecordingProgress()
     predict_scene_from_checkpoint(image, model, tmp_path / "fast.tif", PredictConfig(device="cpu", fast=True),
                                   progress=lines)
     assert any(w.startswith("Fast mode on tiles of 32 x 32 px") and "2 x 2 grid" in w for w in lines.warnings)

@@ -14,26 +14,7 @@ from scl_deeplab.model_core.prediction import onnx_runtime
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
 from scl_deeplab.model_core.prediction.tiling import TilingConfig
 from scl_deeplab.tests.onnx_models import fitted_blocks, write_raster
-
-
-class Recorder:
-    """A Progress that keeps its messages."""
-
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def set_progress(self, percent: float) -> None:
-        pass
-
-    def is_canceled(self) -> bool:
-        return False
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
+from scl_deeplab.tests.recording import RecordingProgress
 
 
 def read(path) -> np.ndarray:
@@ -55,7 +36,7 @@ def blocks(tmp_path_factory):
 
 def test_onnx_prediction_equals_torch(blocks, tmp_path):
     config = PredictConfig(tiling=TilingConfig(64, 16), precision="float32")
-    progress = Recorder()
+    progress = RecordingProgress()
     results = {}
     for name, model in (("torch", blocks["checkpoint"]), ("onnx", blocks["onnx"])):
         results[name] = predict_scene_from_checkpoint(
@@ -102,7 +83,7 @@ def _conv_model(path, *, bands: int = 3, classes: int = 4, props: dict | None = 
 
 def test_foreign_model_without_class_table_takes_codes_1_to_n_with_a_warning(blocks, tmp_path):
     model = _conv_model(tmp_path / "foreign.onnx", classes=4)
-    progress = Recorder()
+    progress = RecordingProgress()
     predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / "out.tif",
                                   PredictConfig(tiling=TilingConfig(64, 8)), progress=progress)
     codes = read(tmp_path / "out.tif")
@@ -115,7 +96,7 @@ def test_foreign_class_names_map_to_scl_codes(blocks, tmp_path):
     props = {"model_type": "Segmentor", "class_names": {"0": "Water", "1": "Vegetation"},
              "standardization_mean": [0.5, 0.5, 0.5], "standardization_std": [0.25, 0.25, 0.25]}
     model = _conv_model(tmp_path / "named.onnx", classes=2, props=props)
-    progress = Recorder()
+    progress = RecordingProgress()
     # 128 px tiles: a foreign model records no patch size, so smaller tiles would rightly warn.
     predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / "out.tif",
                                   PredictConfig(tiling=TilingConfig(128, 16)), progress=progress)
