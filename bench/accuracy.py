@@ -7,7 +7,7 @@ predict_scene_from_checkpoint on each evaluation scene (Predict, default tile
 size) and evaluate_scene against its SCL (Evaluate). The confusion matrices of
 all evaluation scenes add up to one score. Beside it, on the same pixels: the
 majority class of the training patches, and the colour lookup
-(``accuracy_baselines.py``).
+(``model_core/evaluation/baselines.py``).
 
     make accuracy [TRAIN=train.txt VAL=val.txt] [MINUTES=20]
 
@@ -34,14 +34,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from accuracy_baselines import baseline_confusions, fit_lookup
 from accuracy_scenes import Scene, read_scene_list, sample_scenes
 from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.data.patches import PatchConfig, make_patches
 from scl_deeplab.model_core.errors import Canceled
+from scl_deeplab.model_core.evaluation.baselines import baseline_confusions, fit_lookup
 from scl_deeplab.model_core.evaluation.evaluate import evaluate_scene
 from scl_deeplab.model_core.evaluation.metrics import Scores, scores
 from scl_deeplab.model_core.net import model as model_lib
+from scl_deeplab.model_core.net.device import pick_device, pick_precision
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
 from scl_deeplab.model_core.progress import PrintProgress
 from scl_deeplab.model_core.training.dataset import load_manifests
@@ -63,18 +64,24 @@ class Deadline(PrintProgress):
 
 
 def seconds_per_step(config: TrainConfig, patch_px: int) -> float:
-    """The measured time of one full-network training step (after one to warm up) on random patches."""
+    """The measured time of one full-network training step (after one to warm up) on random patches,
+    on the device and in the precision training picks."""
+    device = pick_device(config.device)
+    dtype = pick_precision(device, config.precision).autocast_dtype
     net = model_lib.build_model()
     model_lib.freeze_for(net, "full")
     model_lib.train_mode(net)
-    net = net.to(memory_format=torch.channels_last)
+    net = net.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-    x = torch.rand(config.batch_size, 3, patch_px, patch_px).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, scl.NUM_CLASSES, (config.batch_size, patch_px, patch_px))
+    x = torch.rand(config.batch_size, 3, patch_px, patch_px, device=device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, scl.NUM_CLASSES, (config.batch_size, patch_px, patch_px), device=device)
     times = []
     for _ in range(2):
         started = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model_lib.forward(net, x)["out"], y)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model_lib.forward(net, x)["out"]
+        loss = torch.nn.functional.cross_entropy(out.float(), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
