@@ -41,9 +41,11 @@ from scl_deeplab.model_core.errors import Canceled
 from scl_deeplab.model_core.evaluation.baselines import baseline_confusions, fit_lookup
 from scl_deeplab.model_core.evaluation.evaluate import evaluate_scene
 from scl_deeplab.model_core.evaluation.metrics import Scores, scores
+from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.net import model as model_lib
 from scl_deeplab.model_core.net.device import pick_device, pick_precision
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
+from scl_deeplab.model_core.prediction.tiling import TilingConfig
 from scl_deeplab.model_core.progress import PrintProgress
 from scl_deeplab.model_core.training.dataset import load_manifests
 from scl_deeplab.model_core.training.train import TrainConfig, train
@@ -102,11 +104,11 @@ def score_row(name: str, sc: Scores) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]]) -> str:
     """One line per method: pixel accuracy, mIoU, kappa, then IoU per SCL code."""
     codes = [c.code for c in scl.LEARNED]
-    head = f"{'method':<22}{'pix.acc':>8}{'mIoU':>7}{'kappa':>7} " + "".join(f"{c:>6}" for c in codes)
+    head = f"{'method':<26}{'pix.acc':>8}{'mIoU':>7}{'kappa':>7} " + "".join(f"{c:>6}" for c in codes)
     lines = [head, "-" * len(head)]
     for r in rows:
         ious = "".join(f"{'-' if v is None else f'{v:.2f}':>6}" for v in r["iou"])
-        lines.append(f"{r['name']:<22}{r['pixel_accuracy']:>8.3f}{r['miou']:>7.3f}{r['kappa']:>7.3f} {ious}")
+        lines.append(f"{r['name']:<26}{r['pixel_accuracy']:>8.3f}{r['miou']:>7.3f}{r['kappa']:>7.3f} {ious}")
     return "\n".join(lines)
 
 
@@ -138,21 +140,30 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
         if not output.exists():
             raise SystemExit("No epoch finished within MINUTES; give it more time or smaller patches.") from exc
     train_s = time.perf_counter() - started
+    trained = checkpoint.load_checkpoint(output)["meta"]
+    stage = trained["stages"][-1]["stage"]  # what ran: the from-scratch recipe may have changed it
 
     n = scl.NUM_CLASSES
-    model_m, majority_m, lookup_m = (np.zeros((n, n), np.int64) for _ in range(3))
+    model_m, as_trained_m, majority_m, lookup_m = (np.zeros((n, n), np.int64) for _ in range(4))
+    # Also at tiles of the training patch size, which is what the network saw while it learnt.
+    as_trained = replace(predict_config, tiling=TilingConfig(manifest.patch_size, manifest.patch_size // 4))
     started = time.perf_counter()
     for i, (image, scl_path) in enumerate(val_scenes):
         prediction = work / f"prediction_{i}.tif"
         predict_scene_from_checkpoint(image, output, prediction, predict_config)
         model_m += evaluate_scene(prediction, scl_path).scores.matrix
+        if as_trained.tiling != predict_config.tiling:
+            predict_scene_from_checkpoint(image, output, work / f"prediction_{i}_as_trained.tif", as_trained)
+            as_trained_m += evaluate_scene(work / f"prediction_{i}_as_trained.tif", scl_path).scores.matrix
         by_majority, by_lookup = baseline_confusions(image, scl_path, lookup)
         majority_m += by_majority
         lookup_m += by_lookup
     predict_s = time.perf_counter() - started
     model_s, majority_s, lookup_s = scores(model_m), scores(majority_m), scores(lookup_m)
-    rows = [score_row("model", model_s), score_row("colour lookup (32^3)", lookup_s),
-            score_row("majority class", majority_s)]
+    rows = [score_row(f"model, tiles {predict_config.tiling.tile_size_px} px", model_s)]
+    if as_trained_m.any():
+        rows.append(score_row(f"model, tiles {manifest.patch_size} px", scores(as_trained_m)))
+    rows += [score_row("colour lookup (32^3)", lookup_s), score_row("majority class", majority_s)]
     return {
         "rows": rows,
         "model_pixel_accuracy": model_s.pixel_accuracy, "model_miou": model_s.mean_iou, "kappa": model_s.kappa,
@@ -160,6 +171,8 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
         "majority_pixel_accuracy": majority_s.pixel_accuracy, "majority_miou": majority_s.mean_iou,
         "lookup_pixel_accuracy": lookup_s.pixel_accuracy, "lookup_miou": lookup_s.mean_iou,
         "lookup_kappa": lookup_s.kappa,
+        "model_at_patch_size_tiles": {"pixel_accuracy": rows[1]["pixel_accuracy"], "miou": rows[1]["miou"]}
+        if as_trained_m.any() else None,
         "train_s": round(train_s, 1), "patches_s": round(patches_s, 1), "predict_s": round(predict_s, 1),
         "step_s": round(step_s, 2), "epochs_planned": config.epochs, "epochs_done": epochs_done,
         "best_epoch": best_epoch, "minutes": minutes,
@@ -167,7 +180,8 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
         "train_scenes": [str(s[0]) for s in train_scenes], "val_scenes": [str(s[0]) for s in val_scenes],
         "evaluated_pixels": int(model_m.sum()), "tile_size_px": predict_config.tiling.tile_size_px,
         "patch_config": {k: v for k, v in asdict(patch_config).items() if k in ("patch_size_px", "stride_px")},
-        "train_config": {k: v for k, v in asdict(config).items() if k not in ("weights_file",)},
+        "train_config": {**{k: v for k, v in asdict(config).items() if k != "weights_file"}, "stage": stage},
+        "weights": trained["weights_source"]["kind"],
         "load_average": os.getloadavg(),
     }
 
