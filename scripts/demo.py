@@ -9,10 +9,10 @@ project with the layers styled for comparison. Settings come from the environmen
                    default: two synthetic sample scenes (train on one, evaluate on the other)
   OUT              output folder (default demo_output)
   SIZE             sample scene size in pixels (default 1536)
-  PATCH_SIZE       training patch size (default 256)
-  HEAD_EPOCHS      epochs of the first stage (default 4 with pretrained weights; 8 without,
+  PATCH_SIZE       training patch size (default 256 with pretrained weights; 128 without)
+  HEAD_EPOCHS      epochs of the first stage (default 4 with pretrained weights; 6 without,
                    when trainhead follows the from-scratch recipe and trains the full network)
-  FINETUNE_EPOCHS  epochs of the second stage (default 6 with pretrained weights; 2 without)
+  FINETUNE_EPOCHS  epochs of the second stage (default 6 with pretrained weights; 1 without)
   UNFREEZE         layer4 or full (default: layer4 with pretrained weights on disk, else full)
   BATCH_SIZE       training batch size (default 4)
   RESOLUTION       resolution in metres when DATA is an L2A product (default 20)
@@ -129,12 +129,16 @@ def recipe() -> dict[str, str]:
 
     Without weights, trainhead trains the full network at its learning rate (most
     of the epochs), and the second stage goes on with the full network at a tenth
-    of it.
+    of it. Every step then trains the whole network, so patches are smaller: four
+    times the steps in the same time.
     """
     if pretrained_on_disk():
-        return {"HEAD_EPOCHS": "4", "FINETUNE_EPOCHS": "6", "UNFREEZE": "layer4"}
+        return {"PATCH_SIZE": "256", "HEAD_EPOCHS": "4", "FINETUNE_EPOCHS": "6", "UNFREEZE": "layer4",
+                "FIRST": "train the classifier head (backbone frozen)", "SECOND": "fine-tune layer4"}
     print("No pretrained weights on disk: the from-scratch recipe (the full network in both stages).")
-    return {"HEAD_EPOCHS": "8", "FINETUNE_EPOCHS": "2", "UNFREEZE": "full"}
+    return {"PATCH_SIZE": "128", "HEAD_EPOCHS": "6", "FINETUNE_EPOCHS": "1", "UNFREEZE": "full",
+            "FIRST": "train the full network from random weights (trainhead, from-scratch recipe)",
+            "SECOND": "fine-tune the full network at a tenth of the learning rate"}
 
 
 def baselines(index: str, image: str, reference: str) -> dict[str, dict[str, float]]:
@@ -170,20 +174,21 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     times: dict[str, float] = {}
+    defaults = recipe()
     train_scene, test_scene, seconds = inputs(out)
     times["scenes"] = sum(seconds)
-    defaults = recipe()
 
     patches = run("2/7 make patches", "makepatches", INPUT=train_scene["image"], MASK=train_scene["scl"],
-                  PATCH_SIZE=env("PATCH_SIZE", "256"), SEED=0, OVERWRITE="true",
+                  PATCH_SIZE=env("PATCH_SIZE", defaults["PATCH_SIZE"]), SEED=0, OVERWRITE="true",
                   OUTPUT_FOLDER=out / "patches")
     times["makepatches"] = patches["_seconds"]
-    head = run("3/7 train the classifier head (backbone frozen)", "trainhead", PATCHES=patches["OUTPUT_INDEX"],
+    head = run(f"3/7 {defaults['FIRST']}", "trainhead", PATCHES=patches["OUTPUT_INDEX"],
                EPOCHS=env("HEAD_EPOCHS", defaults["HEAD_EPOCHS"]), BATCH_SIZE=env("BATCH_SIZE", "4"), SEED=0,
                OUTPUT_MODEL=out / "model_head.pt", OUTPUT_CURVES=out / "curves_head.png")
     times["trainhead"] = head["_seconds"]
-    tuned = run("4/7 fine-tune (layer4, or full without pretrained weights)", "finetunelayer4", MODEL=head["OUTPUT_MODEL"], PATCHES=patches["OUTPUT_INDEX"],
-                EPOCHS=env("FINETUNE_EPOCHS", defaults["FINETUNE_EPOCHS"]), BATCH_SIZE=env("BATCH_SIZE", "4"), SEED=0,
+    tuned = run(f"4/7 {defaults['SECOND']}", "finetunelayer4", MODEL=head["OUTPUT_MODEL"],
+                PATCHES=patches["OUTPUT_INDEX"], EPOCHS=env("FINETUNE_EPOCHS", defaults["FINETUNE_EPOCHS"]),
+                BATCH_SIZE=env("BATCH_SIZE", "4"), SEED=0,
                 UNFREEZE=env("UNFREEZE", defaults["UNFREEZE"]),
                 OUTPUT_MODEL=out / "model.pt", OUTPUT_CURVES=out / "learning_curves.png")
     times["finetunelayer4"] = tuned["_seconds"]
