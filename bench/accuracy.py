@@ -126,6 +126,10 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
 
     step_s = seconds_per_step(config, manifest.patch_size)
     steps = max(1, len(manifest.train) // config.batch_size)
+    epoch_min = steps * step_s * OVERHEAD / 60
+    if epoch_min > 1.5 * minutes:
+        raise SystemExit(f"One epoch of {len(manifest.train)} patches takes about {epoch_min:.0f} minutes here, far "
+                         f"over MINUTES={minutes:g}: give more time, or fewer or smaller training scenes.")
     config = replace(config, epochs=epochs_for(minutes, steps, step_s))
     log.info("%d training and %d validation patches of %d px; %.1f s a step -> %d epochs in %g minutes",
              len(manifest.train), len(manifest.val), manifest.patch_size, step_s, config.epochs, minutes)
