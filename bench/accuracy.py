@@ -92,8 +92,8 @@ def seconds_per_step(config: TrainConfig, patch_px: int) -> float:
 
 
 def epochs_for(minutes: float, steps_per_epoch: int, step_s: float) -> int:
-    """How many epochs fit in ``minutes``, at least one."""
-    return max(1, math.floor(minutes * 60 / (steps_per_epoch * step_s * OVERHEAD)))
+    """How many epochs fit in ``minutes`` (nearest; the deadline stops a last one that overruns), at least one."""
+    return max(1, round(minutes * 60 / (steps_per_epoch * step_s * OVERHEAD)))
 
 
 def score_row(name: str, sc: Scores) -> dict[str, Any]:
