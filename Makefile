@@ -16,7 +16,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers python3-rasterio python3-matplo
 	$(APT_PACKAGES_$(DEBIAN_RELEASE))
 export QT_QPA_PLATFORM := offscreen
 
-.PHONY: setup apt venv link test test-debian13 test-debian12 demo bench package clean
+.PHONY: setup apt venv link test test-debian13 test-debian12 demo bench accuracy package clean
 
 setup: apt venv link
 
@@ -61,6 +61,11 @@ demo: setup
 
 bench: setup
 	$(PY) bench/run.py $(if $(QUICK),--quick,)
+
+# Train on some scenes, score on others, beside the majority class and a colour lookup (bench/accuracy.py).
+# TRAIN=list VAL=list: scene lists (one image,scl pair a line); without them sample scenes. MINUTES bounds training.
+accuracy: setup
+	$(PY) bench/accuracy.py $(if $(TRAIN),--train $(TRAIN),) $(if $(VAL),--val $(VAL),) --minutes $(or $(MINUTES),20)
 
 VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
 package:

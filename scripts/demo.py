@@ -9,16 +9,22 @@ project with the layers styled for comparison. Settings come from the environmen
                    default: two synthetic sample scenes (train on one, evaluate on the other)
   OUT              output folder (default demo_output)
   SIZE             sample scene size in pixels (default 1536)
-  PATCH_SIZE       training patch size (default 256)
-  HEAD_EPOCHS      epochs of the head-only stage (default 4)
-  FINETUNE_EPOCHS  epochs of the second stage (default 6)
+  PATCH_SIZE       training patch size (default 256 with pretrained weights; 128 without)
+  HEAD_EPOCHS      epochs of the first stage (default 4 with pretrained weights; 6 without,
+                   when trainhead follows the from-scratch recipe and trains the full network)
+  FINETUNE_EPOCHS  epochs of the second stage (default 6 with pretrained weights; 1 without)
   UNFREEZE         layer4 or full (default: layer4 with pretrained weights on disk, else full)
   BATCH_SIZE       training batch size (default 4)
   RESOLUTION       resolution in metres when DATA is an L2A product (default 20)
+
+The summary sets the model's scores on the evaluation scene beside two
+baselines on the same pixels: the majority class and a per-pixel colour lookup
+fitted on the training patches (model_core/evaluation/baselines.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -110,19 +116,57 @@ def write_project(out: Path, layers: list[tuple[Path, str]]) -> Path:
     return target
 
 
-def second_stage() -> str:
-    """layer4 as the seed does when pretrained weights are on disk; else the whole network.
-
-    A frozen random backbone carries little information, so without COCO or ImageNet
-    weights the second stage trains everything to get a usable model.
-    """
+def pretrained_on_disk() -> bool:
+    """Whether COCO or ImageNet weights are where PRETRAINED=auto looks."""
     from scl_deeplab.model_core.net import weights
 
     names = weights.coco_file_names() + weights.imagenet_file_names()
-    if any((weights.hub_checkpoints() / name).exists() for name in names):
-        return "layer4"
-    print("No pretrained weights on disk: the second stage unfreezes the full network (UNFREEZE=full).")
-    return "full"
+    return any((weights.hub_checkpoints() / name).exists() for name in names)
+
+
+def recipe() -> dict[str, str]:
+    """Epochs and second stage: the seed's head -> layer4 on pretrained weights, else the from-scratch recipe.
+
+    Without weights, trainhead trains the full network at its learning rate (most
+    of the epochs), and the second stage goes on with the full network at a tenth
+    of it. Every step then trains the whole network, so patches are smaller: four
+    times the steps in the same time.
+    """
+    if pretrained_on_disk():
+        return {"PATCH_SIZE": "256", "HEAD_EPOCHS": "4", "FINETUNE_EPOCHS": "6", "UNFREEZE": "layer4",
+                "FIRST": "train the classifier head (backbone frozen)", "SECOND": "fine-tune layer4"}
+    print("No pretrained weights on disk: the from-scratch recipe (the full network in both stages).")
+    return {"PATCH_SIZE": "128", "HEAD_EPOCHS": "6", "FINETUNE_EPOCHS": "1", "UNFREEZE": "full",
+            "FIRST": "train the full network from random weights (trainhead, from-scratch recipe)",
+            "SECOND": "fine-tune the full network at a tenth of the learning rate"}
+
+
+def baselines(index: str, image: str, reference: str) -> dict[str, dict[str, float]]:
+    """Majority class and colour lookup, fitted on the training patches, scored on the evaluation scene."""
+    from scl_deeplab.model_core.evaluation.baselines import baseline_confusions, fit_lookup
+    from scl_deeplab.model_core.evaluation.metrics import scores
+    from scl_deeplab.model_core.training.dataset import load_manifest
+
+    manifest = load_manifest(index)
+    lookup = fit_lookup([(r.image, r.mask) for r in manifest.train], manifest.input_scale)
+    by_majority, by_lookup = baseline_confusions(Path(image), Path(reference), lookup)
+    return {name: {"pixel_accuracy": sc.pixel_accuracy, "miou": sc.mean_iou}
+            for name, sc in (("majority", scores(by_majority)), ("lookup", scores(by_lookup)))}
+
+
+def classes_line(metrics_json: Path) -> str:
+    """Share of the evaluation scene's valid pixels per class, in the reference and in the prediction."""
+    from scl_deeplab.model_core import scl
+
+    data = json.loads(metrics_json.read_text(encoding="utf-8"))
+    m = [[int(v) for v in row] for row in data["confusion_matrix"]]
+    total = sum(map(sum, m)) or 1
+    parts = []
+    for i, c in enumerate(scl.LEARNED):
+        ref, pred = sum(m[i]), sum(row[i] for row in m)
+        if ref or pred:
+            parts.append(f"{c.name} {100 * ref / total:.1f}/{100 * pred / total:.1f}")
+    return "  % of pixels per class, reference/prediction: " + ", ".join(parts)
 
 
 def main() -> None:
@@ -130,20 +174,22 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     times: dict[str, float] = {}
+    defaults = recipe()
     train_scene, test_scene, seconds = inputs(out)
     times["scenes"] = sum(seconds)
 
     patches = run("2/7 make patches", "makepatches", INPUT=train_scene["image"], MASK=train_scene["scl"],
-                  PATCH_SIZE=env("PATCH_SIZE", "256"), SEED=0, OVERWRITE="true",
+                  PATCH_SIZE=env("PATCH_SIZE", defaults["PATCH_SIZE"]), SEED=0, OVERWRITE="true",
                   OUTPUT_FOLDER=out / "patches")
     times["makepatches"] = patches["_seconds"]
-    head = run("3/7 train the classifier head (backbone frozen)", "trainhead", PATCHES=patches["OUTPUT_INDEX"],
-               EPOCHS=env("HEAD_EPOCHS", "4"), BATCH_SIZE=env("BATCH_SIZE", "4"), SEED=0,
+    head = run(f"3/7 {defaults['FIRST']}", "trainhead", PATCHES=patches["OUTPUT_INDEX"],
+               EPOCHS=env("HEAD_EPOCHS", defaults["HEAD_EPOCHS"]), BATCH_SIZE=env("BATCH_SIZE", "4"), SEED=0,
                OUTPUT_MODEL=out / "model_head.pt", OUTPUT_CURVES=out / "curves_head.png")
     times["trainhead"] = head["_seconds"]
-    tuned = run("4/7 fine-tune (layer4, or full without pretrained weights)", "finetunelayer4", MODEL=head["OUTPUT_MODEL"], PATCHES=patches["OUTPUT_INDEX"],
-                EPOCHS=env("FINETUNE_EPOCHS", "6"), BATCH_SIZE=env("BATCH_SIZE", "4"), SEED=0,
-                UNFREEZE=env("UNFREEZE", second_stage()),
+    tuned = run(f"4/7 {defaults['SECOND']}", "finetunelayer4", MODEL=head["OUTPUT_MODEL"],
+                PATCHES=patches["OUTPUT_INDEX"], EPOCHS=env("FINETUNE_EPOCHS", defaults["FINETUNE_EPOCHS"]),
+                BATCH_SIZE=env("BATCH_SIZE", "4"), SEED=0,
+                UNFREEZE=env("UNFREEZE", defaults["UNFREEZE"]),
                 OUTPUT_MODEL=out / "model.pt", OUTPUT_CURVES=out / "learning_curves.png")
     times["finetunelayer4"] = tuned["_seconds"]
     predicted = run("5/7 predict the evaluation scene", "predict", INPUT=test_scene["image"], MODEL=tuned["OUTPUT_MODEL"],
@@ -167,8 +213,16 @@ def main() -> None:
     total = time.monotonic() - started
     print("\n=== Summary")
     print(f"  validation mIoU after head: {float(head['MIOU']):.3f}, after fine-tuning: {float(tuned['MIOU']):.3f}")
-    print(f"  evaluation scene: pixel accuracy {float(evaluated['PIXEL_ACCURACY']):.3f}, "
-          f"mIoU {float(evaluated['MIOU']):.3f}, kappa {evaluated.get('KAPPA')}")
+    model_acc, model_miou = float(evaluated["PIXEL_ACCURACY"]), float(evaluated["MIOU"])
+    print(f"  evaluation scene: pixel accuracy {model_acc:.3f}, mIoU {model_miou:.3f}, kappa {evaluated.get('KAPPA')}")
+    base = baselines(patches["OUTPUT_INDEX"], test_scene["image"], test_scene["scl"])
+    lookup, majority = base["lookup"], base["majority"]
+    print(f"  same scene, colour lookup (RGB in 32 levels a channel -> most frequent training code): pixel accuracy "
+          f"{lookup['pixel_accuracy']:.3f}, mIoU {lookup['miou']:.3f}; majority class: pixel accuracy "
+          f"{majority['pixel_accuracy']:.3f}, mIoU {majority['miou']:.3f}")
+    beats = model_acc > lookup["pixel_accuracy"] and model_miou > lookup["miou"]
+    print("  the model " + ("beats" if beats else "does NOT beat") + " the colour lookup in pixel accuracy and mIoU")
+    print(classes_line(out / "metrics.json"))
     print("  seconds per step: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + f"; total {total:.0f}")
     print(f"  outputs in {out}: open {project.name} in QGIS, report.html in a browser")
 

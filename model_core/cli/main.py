@@ -42,7 +42,8 @@ def add_train(subparsers: Any) -> None:
         "torchrun (e.g. torchrun --nproc-per-node 4 -m scl_deeplab.model_core train ...): data-parallel, "
         "--batch-size patches per process, rank 0 writing.",
     )
-    p.add_argument("--patches", required=True, type=Path, help="patches manifest (index.json) or its folder")
+    p.add_argument("--patches", required=True, type=Path, action="append",
+                   help="patches manifest (index.json) or its folder; repeat it to train on several as one")
     p.add_argument("--stage", choices=("head", "layer4", "full"), default="head", help="what trains (default head)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8, help="patches per batch and process (default 8)")

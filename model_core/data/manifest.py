@@ -122,6 +122,7 @@ class Manifest:
     min_valid_fraction: float = 0.0
     class_histogram: dict[str, Histogram] = field(default_factory=dict)
     scenes: tuple[SceneRecord, ...] = ()
+    sources: tuple[Path, ...] = ()  # the manifests merged into this one; empty when it was read from one file
 
     @property
     def train(self) -> tuple[PatchRecord, ...]:
@@ -250,6 +251,7 @@ class Manifest:
             scenes=tuple(s for m in manifests for s in m.scenes),
             crs=first.crs if all(m.crs == first.crs for m in manifests) else None,
             class_histogram=_sum_histograms([m.class_histogram for m in manifests]),
+            sources=tuple(m.path for m in manifests),
         )
 
     def save(self, path: Path | str | None = None) -> Path:

@@ -4,7 +4,10 @@ The manifest (``index.json``, written by Make patches, read by ``data.manifest``
 image and mask GeoTIFFs of one size with a train/val split. The model sees true colour in 0-1,
 normalised with the mean and std its weights expect; masks become class indices
 (SCL code - 1, code 0 -> ``scl.IGNORE_INDEX``). Training patches are flipped and
-rotated by multiples of 90 degrees at random; validation patches never are.
+rotated by multiples of 90 degrees at random, and their brightness, contrast
+and haze jittered (``radiometric_jitter``); validation patches never are.
+Several manifests (several scenes or areas) train as one when their patch size,
+bands and scaling agree (``load_manifests``).
 Under torchrun each process loads its own share (``distributed.ShardSampler``).
 """
 
@@ -61,6 +64,23 @@ def load_manifest(path: Path | str) -> Manifest:
             "Run Make patches with a validation fraction above 0 on an area with more patches."
         )
     return manifest
+
+
+def load_manifests(paths: Sequence[Path | str] | Path | str) -> Manifest:
+    """Read one manifest, or several merged into one (``Manifest.merge``), each checked as ``load_manifest`` does.
+
+    Raises:
+        ManifestError: as ``load_manifest`` for any of them, no manifest given, the same one given twice, or
+            manifests that disagree on patch size, band order or input scaling.
+    """
+    if isinstance(paths, (str, Path)):
+        return load_manifest(paths)
+    manifests = [load_manifest(p) for p in paths]
+    resolved = [m.path.resolve() for m in manifests]
+    twice = sorted({str(p) for p in resolved if resolved.count(p) > 1})
+    if twice:
+        raise ManifestError(f"The manifest {twice[0]} is given more than once; list each patches manifest once.")
+    return manifests[0] if len(manifests) == 1 else Manifest.merge(manifests)
 
 
 def check_patches(manifest: Manifest, *, progress: Progress = SILENT) -> dict[str, np.ndarray]:
@@ -121,6 +141,22 @@ def class_weights(histogram: np.ndarray, *, max_weight: float = 10.0) -> torch.T
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def radiometric_jitter(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``unit`` (3, H, W, true colour in 0-1) with random brightness, contrast and a little haze.
+
+    Scenes differ in sun height, season and atmosphere, so one colour does not
+    always mean one class; the jitter keeps the model from keying on absolute
+    brightness alone. Bounds stay small: bright white is what cloud looks like,
+    and a thin veil is what cirrus looks like.
+    """
+    gain, contrast = rng.uniform(0.9, 1.1), rng.uniform(0.85, 1.15)
+    haze = rng.uniform(0.0, 0.04) if rng.random() < 0.3 else 0.0
+    centre = unit.mean(axis=(1, 2), keepdims=True)
+    out = ((unit - centre) * contrast + centre) * gain
+    out = out + haze * (1.0 - out)
+    return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+
 class PatchDataset(Dataset):
     """Image patches as normalised (3, H, W) float32 tensors, masks as (H, W) int64 class indices."""
 
@@ -132,12 +168,15 @@ class PatchDataset(Dataset):
         mean: Sequence[float],
         std: Sequence[float],
         augment: bool = False,
+        radiometric: bool = False,
     ) -> None:
+        """``augment``: random flips and quarter turns; ``radiometric``: also ``radiometric_jitter``."""
         self.records = list(records)
         self.scale = scale
         self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
         self.augment = augment
+        self.radiometric = radiometric
 
     def __len__(self) -> int:
         return len(self.records)
@@ -149,15 +188,18 @@ class PatchDataset(Dataset):
         with open_raster(record.image) as img, open_raster(record.mask) as msk:
             raw = img.read((1, 2, 3))
             codes = msk.read(1)
-        image = (to_unit(raw, self.scale) - self.mean) / self.std
+        unit = to_unit(raw, self.scale)
         target = scl.code_to_index(codes)
+        # Seeded per patch and epoch by the sampler: the same whatever the number of processes or workers.
+        rng = np.random.default_rng(augmentation_seed)
         if self.augment:
-            # Seeded per patch and epoch by the sampler: the same whatever the number of processes or workers.
-            rng = np.random.default_rng(augmentation_seed)
             k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
-            image, target = np.rot90(image, k, axes=(1, 2)), np.rot90(target, k)
+            unit, target = np.rot90(unit, k, axes=(1, 2)), np.rot90(target, k)
             if flip:
-                image, target = image[:, :, ::-1], target[:, ::-1]
+                unit, target = unit[:, :, ::-1], target[:, ::-1]
+        if self.radiometric:
+            unit = radiometric_jitter(np.ascontiguousarray(unit), rng)
+        image = (unit - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target))
 
 
@@ -171,8 +213,10 @@ def loaders(
     seed: int = 0,
     pin_memory: bool = False,
     ranks: Ranks | None = None,
+    radiometric: bool = True,
 ) -> tuple[DataLoader, DataLoader]:
-    """(train, val) loaders over this rank's share of the patches. The train loader shuffles and augments.
+    """(train, val) loaders over this rank's share of the patches. The train loader shuffles and augments
+    (flips and quarter turns, and with ``radiometric`` brightness, contrast and haze).
 
     ``batch_size`` is per process. Call ``loader.sampler.set_epoch(epoch)`` before
     each training epoch for a new order. A training batch of one would break
@@ -181,7 +225,7 @@ def loaders(
     """
     ranks = ranks or Ranks()
     common = {"mean": mean, "std": std, "scale": manifest.input_scale}
-    train_set = PatchDataset(manifest.train, augment=True, **common)
+    train_set = PatchDataset(manifest.train, augment=True, radiometric=radiometric, **common)
     val_set = PatchDataset(manifest.val, augment=False, **common)
     train_sampler = ShardSampler(len(train_set), ranks, shuffle=True, even=True, seed=seed)
     val_sampler = ShardSampler(len(val_set), ranks, shuffle=False, even=False)
@@ -197,3 +241,23 @@ def loaders(
     )
     val = DataLoader(val_set, batch_size=batch_size, sampler=val_sampler, **extra)
     return train, val
+
+
+def statistics_loader(
+    manifest: Manifest,
+    *,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    seed: int = 0,
+    ranks: Ranks | None = None,
+) -> DataLoader:
+    """Training patches as the model sees them at prediction time (no augmentation), in a fixed shuffled order.
+
+    For re-estimating BatchNorm statistics (``batchnorm.reestimate``): every rank
+    takes the same number of full batches, of at least two patches.
+    """
+    ranks = ranks or Ranks()
+    data = PatchDataset(manifest.train, scale=manifest.input_scale, mean=mean, std=std)
+    sampler = ShardSampler(len(data), ranks, shuffle=True, even=True, seed=seed + 1)
+    return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) % batch_size == 1)

@@ -5,7 +5,10 @@ the batches. Frozen parameters never reach the optimizer; mixed precision
 follows ``device.pick_precision`` (bfloat16 autocast, or float16 with a grad
 scaler on CUDA); tensors are channels-last. Under torchrun the training step
 runs through DistributedDataParallel (gradients averaged over ranks) and the
-validation sums its confusion matrix and loss over all ranks.
+validation sums its confusion matrix and loss over all ranks. Before each
+validation the trainable BatchNorm layers' running statistics are re-estimated
+(``batchnorm.py``). The learning rate warms up linearly over the first steps,
+then falls by DeepLab's "poly" rule.
 """
 
 from __future__ import annotations
@@ -24,8 +27,23 @@ from ..errors import Canceled, DeviceError, SclDeepLabError, TrainingError
 from ..evaluation import metrics
 from ..net import model as model_lib
 from ..progress import Progress
-from . import distributed
-from .dataset import Manifest, class_weights, loaders
+from . import batchnorm, distributed
+from .dataset import Manifest, class_weights, loaders, statistics_loader
+
+WARMUP_SHARE, WARMUP_MAX_STEPS = 0.05, 200  # warm-up steps: this share of all steps, at most this many
+
+
+def learning_rate_factor(step: int, total: int, warmup: int) -> float:
+    """The learning rate at ``step`` of ``total`` as a share of the configured one.
+
+    Rises linearly over the first ``warmup`` steps (Adam's first updates from random
+    weights are large and noisy, and would push every pixel towards the most
+    frequent class), then follows DeepLab's poly decay, (1 - progress) ** 0.9,
+    towards zero at the last step.
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return (1 - min(step, total - 1) / total) ** 0.9
 
 
 @contextmanager
@@ -105,6 +123,9 @@ class Loop:
             pin_memory=device.type == "cuda",
             ranks=self.ranks,
         )
+        self.statistics_loader = statistics_loader(
+            manifest, batch_size=config.batch_size, mean=mean, std=std, seed=config.seed, ranks=self.ranks
+        )
         head, backbone = model_lib.trainable_parameters(net)
         groups = [{"params": head, "lr": config.learning_rate}]
         if backbone:
@@ -113,9 +134,9 @@ class Loop:
         fused = device.type in ("cpu", "cuda")
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay, fused=fused)
         total = max(1, config.epochs * len(self.train_loader))
-        # DeepLab's "poly" schedule: the rate falls smoothly towards zero at the last step.
+        warmup = min(WARMUP_MAX_STEPS, int(WARMUP_SHARE * total))
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: (1 - min(step, total - 1) / total) ** 0.9
+            self.optimizer, lambda step: learning_rate_factor(step, total, warmup)
         )
         weight = class_weights(train_histogram).to(device) if config.class_weights else None
         self.criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=scl.IGNORE_INDEX)
@@ -177,6 +198,21 @@ class Loop:
             progress.set_progress(100.0 * (b + 1) / batches)
         sums = distributed.sum_across(torch.tensor([total, float(seen)], dtype=torch.float64, device=self.device))
         return float(sums[0] / sums[1].clamp(min=1))
+
+    def reestimate_batchnorm(self, epoch: int) -> int:
+        """Running statistics of the trainable BatchNorm layers from un-augmented training patches.
+
+        Returns the number of batches used (the same on every rank).
+        """
+        self.statistics_loader.sampler.set_epoch(epoch)
+        batches = (self._to_device(image, target)[0] for image, target in self.statistics_loader)
+
+        def forward(image: torch.Tensor) -> None:
+            with self._autocast():
+                self.net(image)
+
+        max_batches = max(1, -(-batchnorm.PATCHES // (self.config.batch_size * self.ranks.world_size)))
+        return batchnorm.reestimate(self.net, batches, forward, max_batches=max_batches)
 
     @torch.no_grad()
     def validate(self) -> tuple[float, metrics.Scores]:

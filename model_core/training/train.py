@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,9 @@ from ..net.device import Precision, describe, pick_device, pick_precision
 from ..net.weights import WeightsSource, load_weights
 from ..net.weights import resolve as resolve_weights
 from ..progress import SILENT, Progress, SubProgress
-from . import distributed
+from . import distributed, recipe
 from .config import TrainConfig, TrainResult
-from .dataset import Manifest, check_patches, load_manifest
+from .dataset import Manifest, check_patches, load_manifests
 from .loop import Loop, device_errors
 
 
@@ -145,7 +145,7 @@ class _Keeper:
 
 
 def train(
-    patches: Path | str,
+    patches: Path | str | Sequence[Path | str],
     config: TrainConfig,
     output: Path | str,
     *,
@@ -153,10 +153,11 @@ def train(
     progress: Progress = SILENT,
     build: Callable[..., nn.Module] = model_lib.build_model,
 ) -> TrainResult:
-    """Train on the manifest ``patches`` and write checkpoints to ``output`` (best) and its ``.last`` sibling.
+    """Train on the manifest(s) ``patches`` and write checkpoints to ``output`` (best) and its ``.last`` sibling.
 
     Args:
-        patches: the patches manifest (index.json) or its folder.
+        patches: the patches manifest (index.json) or its folder, or several, trained as one
+            (``dataset.merge_manifests``).
         config: stage, epochs, batch size, learning rate, weights, device, seed.
         output: the best checkpoint's path; the latest epoch goes to ``checkpoint.last_path(output)``.
         resume: a checkpoint to continue from (its weights, normalisation and history).
@@ -164,7 +165,7 @@ def train(
         build: makes the network given ``aux``; tests pass a small stand-in.
 
     Raises:
-        ManifestError, MaskCodeError: unusable patches. CheckpointError: a bad ``resume``.
+        ManifestError, MaskCodeError: unusable patches, or manifests that disagree. CheckpointError: a bad ``resume``.
         WeightsNotFoundError: pretrained weights not on disk. DeviceError: no such
         device, or out of memory. TrainingError: the loss became NaN. Canceled: the
         user stopped; checkpoints of complete epochs stay valid.
@@ -175,13 +176,14 @@ def train(
     if not ranks.is_main:
         progress = SILENT  # rank 0 reports for all
     _check_config(config, resume)
-    manifest = load_manifest(patches)
+    manifest = load_manifests(patches)
     counts = check_patches(manifest, progress=SubProgress(progress, 0, 2))
     if len(manifest.train) < 2:
         raise InputError("Training needs at least 2 training patches (DeepLab's BatchNorm needs batches of 2).")
     distributed.check_shares(len(manifest.train), ranks)
     # Weights not on disk fail now, not after building the model.
     start = ("none", None) if resume else resolve_weights(config.pretrained, config.weights_file, progress=progress)
+    config = recipe.for_start(config, start[0], resuming=resume is not None, progress=progress)
     device = distributed.device_for(pick_device(config.device), ranks)
     precision = pick_precision(device, config.precision)
     progress.info(describe(device, precision) + (f" {ranks.world_size} processes." if ranks.distributed else ""))
@@ -243,6 +245,7 @@ def _train(
         try:
             with device_errors(config.batch_size):
                 train_loss = loop.train_epoch(epoch, SubProgress(progress, *_span(i, config.epochs)))
+                loop.reestimate_batchnorm(epoch)  # validation and the checkpoints get statistics of these weights
                 val_loss, sc = loop.validate()
         except Canceled as exc:
             raise Canceled(keeper.kept(f"Canceled during epoch {epoch}")) from exc
@@ -302,6 +305,7 @@ def _stage_record(
         "class_weights": config.class_weights,
         "seed": config.seed,
         "patches": str(manifest.path),
+        "manifests": [str(p) for p in manifest.sources or (manifest.path,)],
         "resumed_from": str(resume) if resume else None,
         "device": device,
         "processes": ranks.world_size,

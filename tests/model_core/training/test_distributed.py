@@ -24,6 +24,10 @@ from scl_deeplab.model_core.training.distributed import Ranks, ShardSampler, che
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "ddp_train_script.py"
 TOLERANCE = 1e-8  # float64 weights after two AdamW steps; measured differences are ~1e-9 (full) and ~1e-12 (head)
+# Re-estimated BatchNorm variances reach 15-25 in layers 3-4; one and two processes agree on them to ~1e-9
+# relative (one process normalises with batch_norm, two gather per-rank moments), so values above 1 are held
+# to TOLERANCE relative, the rest to TOLERANCE absolute.
+RELATIVE = TOLERANCE
 
 
 def _helpers():
@@ -106,7 +110,7 @@ def test_two_processes_train_like_one_with_the_whole_batch(patches, tmp_path, st
     assert one["state_dict"].keys() == two["state_dict"].keys()
     for key, value in one["state_dict"].items():
         assert value.dtype == two["state_dict"][key].dtype
-        assert torch.allclose(value.double(), two["state_dict"][key].double(), rtol=0, atol=TOLERANCE), key
+        assert torch.allclose(value.double(), two["state_dict"][key].double(), rtol=RELATIVE, atol=TOLERANCE), key
     torch.manual_seed(3)  # the seed the script trains with: the weights it started from
     start = model_lib.build_model().state_dict()["classifier.4.weight"].double()
     assert (one["state_dict"]["classifier.4.weight"].double() - start).abs().max() > 1e-4  # they really moved

@@ -1,0 +1,163 @@
+"""The recipe: several manifests as one, radiometric jitter, warm-up then poly decay, and the from-scratch switch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scl_deeplab.model_core.cli import main as cli
+from scl_deeplab.model_core.errors import ManifestError
+from scl_deeplab.model_core.net import checkpoint
+from scl_deeplab.model_core.progress import SILENT
+from scl_deeplab.model_core.training import recipe
+from scl_deeplab.model_core.training.dataset import PatchDataset, load_manifest, load_manifests, radiometric_jitter
+from scl_deeplab.model_core.training.loop import learning_rate_factor
+from scl_deeplab.model_core.training.train import TrainConfig, train
+from scl_deeplab.tests.model_core.training.test_train import FAST, stand_in, write_manifest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def edit_manifest(path: Path, **changes: object) -> Path:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(changes)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_merged_manifests_train_as_one(tmp_path):
+    first = write_manifest(tmp_path / "a", n_train=6, n_val=2)
+    second = write_manifest(tmp_path / "b", n_train=4, n_val=2)
+    merged = load_manifests([first, second.parent])
+    assert (len(merged.train), len(merged.val)) == (10, 4)
+    assert merged.sources == (first, second) and merged.path == first
+    assert {r.image.parent.parent.name for r in merged.train} == {"a", "b"}
+
+    result = train([first, second], replace(FAST, epochs=2), tmp_path / "m.pt", build=stand_in())
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    meta = checkpoint.load_checkpoint(result.best_path)["meta"]
+    assert meta["stages"][0]["manifests"] == [str(first), str(second)]
+    assert 0.0 <= result.pixel_accuracy <= 1.0
+    assert load_manifests([first]) == load_manifest(first)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"bands": [3, 2, 1]}, r"different band orders \(1,2,3 and 3,2,1\)"),
+    ({"dtype": "uint16", "input_scale": 2500.0}, "different data types"),
+    ({"input_scale": 1000.0}, r"different input scalings \(255.0 and 1000.0\)"),
+])
+def test_manifests_that_disagree_are_refused_before_training(tmp_path, change, message):
+    first = write_manifest(tmp_path / "a", n_train=4, n_val=2)
+    second = edit_manifest(write_manifest(tmp_path / "b", n_train=4, n_val=2), **change)
+    with pytest.raises(ManifestError, match=message):
+        train([first, second], FAST, tmp_path / "m.pt", build=stand_in())
+    assert not (tmp_path / "m.pt").exists() and not checkpoint.last_path(tmp_path / "m.pt").exists()
+
+
+def test_the_same_manifest_twice_and_none_are_refused(tmp_path):
+    first = write_manifest(tmp_path / "a", n_train=4, n_val=2)
+    with pytest.raises(ManifestError, match="given more than once"):
+        load_manifests([first, first.parent])
+    with pytest.raises(ManifestError, match="No patches manifest given"):
+        load_manifests([])
+
+
+def test_cli_takes_patches_repeated(tmp_path, capsys, monkeypatch):
+    first = write_manifest(tmp_path / "a", n_train=4, n_val=2)
+    second = write_manifest(tmp_path / "b", n_train=4, n_val=2)
+    seen = {}
+
+    def fake_train(patches, config, output, **kwargs):
+        seen["patches"] = patches
+        raise ManifestError("stop here")
+
+    monkeypatch.setattr("scl_deeplab.model_core.training.train.train", fake_train)
+    code = cli.main(["train", "--patches", str(first), "--patches", str(second.parent), "--output",
+                     str(tmp_path / "m.pt")])
+    assert code == 1 and seen["patches"] == [first, second.parent]
+
+
+def test_radiometric_jitter_stays_in_range_and_is_seeded():
+    rng = np.random.default_rng(0)
+    unit = rng.uniform(0, 1, (3, 16, 16)).astype(np.float32)
+    outs = [radiometric_jitter(unit, np.random.default_rng(s)) for s in range(20)]
+    assert all(o.dtype == np.float32 and o.shape == unit.shape and o.min() >= 0 and o.max() <= 1 for o in outs)
+    np.testing.assert_array_equal(outs[3], radiometric_jitter(unit, np.random.default_rng(3)))
+    shifts = [float(np.abs(o - unit).mean()) for o in outs]
+    assert max(shifts) > 0.01 and max(shifts) < 0.15  # visible, yet the colours stay the same kind
+
+
+def test_training_patches_are_jittered_validation_patches_are_not(tmp_path):
+    manifest = load_manifest(write_manifest(tmp_path / "a", n_train=2, n_val=1))
+    common = dict(scale=255.0, mean=(0, 0, 0), std=(1, 1, 1))
+    plain = PatchDataset(manifest.train, **common)[(0, 0)]
+    jittered = PatchDataset(manifest.train, radiometric=True, **common)
+    image, target = jittered[(0, 0)]
+    assert torch.equal(target, plain[1])  # colour changes, classes do not
+    assert not torch.equal(image, plain[0])
+    assert torch.equal(image, jittered[(0, 0)][0])
+
+
+def test_warm_up_then_poly_decay():
+    total, warmup = 100, 10
+    factors = [learning_rate_factor(s, total, warmup) for s in range(total)]
+    assert factors[0] == pytest.approx(1 / 11)
+    assert all(a < b for a, b in zip(factors[:warmup], factors[1 : warmup + 1]))
+    assert max(factors) == pytest.approx(factors[warmup]) and factors[warmup] == pytest.approx(0.9**0.9)
+    assert all(a > b for a, b in zip(factors[warmup:], factors[warmup + 1 :]))
+    assert factors[-1] == pytest.approx((1 / 100) ** 0.9)
+    assert learning_rate_factor(0, 100, 0) == 1.0
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    warn = info
+
+    def set_progress(self, percent: float) -> None:
+        pass
+
+    def is_canceled(self) -> bool:
+        return False
+
+
+def test_auto_without_weights_trains_the_full_network_and_says_so():
+    head = TrainConfig(stage="head", pretrained="auto")
+    log = Lines()
+    assert recipe.for_start(head, "none", resuming=False, progress=log).stage == "full"
+    assert "from-scratch recipe" in log.lines[0] and '"head" stage' in log.lines[0]
+    assert recipe.for_start(replace(head, stage="layer4"), "none", resuming=False, progress=SILENT).stage == "full"
+
+
+@pytest.mark.parametrize("config, kind, resuming", [
+    (TrainConfig(stage="head", pretrained="auto"), "coco", False),  # pretrained: the seed's recipe
+    (TrainConfig(stage="head", pretrained="auto"), "imagenet", False),
+    (TrainConfig(stage="head", pretrained="none"), "none", False),  # asked for explicitly
+    (TrainConfig(stage="layer4", pretrained="auto"), "none", True),  # continuing a checkpoint
+])
+def test_other_starts_keep_their_stage(config, kind, resuming):
+    assert recipe.for_start(config, kind, resuming=resuming, progress=SILENT) == config
+
+
+def test_a_new_auto_run_without_weights_records_the_full_stage(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
+    patches = write_manifest(tmp_path / "a", n_train=4, n_val=2)
+    config = replace(FAST, stage="head", pretrained="auto", epochs=1)
+    result = train(patches, config, tmp_path / "m.pt", build=stand_in())
+    meta = result.meta
+    assert meta["stages"][0]["stage"] == "full" and meta["config"]["stage"] == "full"
+    assert meta["weights_source"]["kind"] == "none"
