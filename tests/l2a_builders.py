@@ -55,9 +55,19 @@ def write_jp2(path: Path, data: np.ndarray, res: int) -> None:
         dst.write(data)
 
 
+# Where ESA's L2A products hold each further band (issue 18: NIR and SWIR as model input).
+NATIVE = {"B01": (20, 60), "B05": (20, 60), "B06": (20, 60), "B07": (20, 60), "B08": (10,), "B8A": (20, 60),
+          "B09": (60,), "B11": (20, 60), "B12": (20, 60)}
+NIR_SWIR = ("B8A", "B11", "B12")
+
+
 def make_safe(root: Path, baseline: str = "04.00", *, seed: int = 0, resolutions=(10, 20, 60),
-              scl_resolutions=(20, 60)) -> Safe:
-    """Write a miniature L2A product under ``root`` and return what it holds."""
+              scl_resolutions=(20, 60), extra_bands: tuple[str, ...] = ()) -> Safe:
+    """Write a miniature L2A product under ``root`` and return what it holds.
+
+    ``extra_bands`` (e.g. ``NIR_SWIR``) are written at ESA's resolutions for them (``NATIVE``),
+    within ``resolutions``, with an offset of -1000 DN from baseline 04.00 on.
+    """
     rng = np.random.default_rng(seed)
     old_psd = baseline < "02.07"
     safe = Safe(root / product_name(baseline), baseline)
@@ -66,6 +76,7 @@ def make_safe(root: Path, baseline: str = "04.00", *, seed: int = 0, resolutions
     for res in (10, 20, 60):
         n = SIZE_10M * 10 // res
         kinds = ["B02", "B03", "B04", "TCI"] if res in resolutions else []
+        kinds += [b for b in extra_bands if res in NATIVE[b] and res in resolutions]
         kinds += ["SCL"] if res in scl_resolutions else []
         for kind in kinds:
             if kind == "TCI":
@@ -80,6 +91,7 @@ def make_safe(root: Path, baseline: str = "04.00", *, seed: int = 0, resolutions
             write_jp2(granule / f"R{res}m" / f"{prefix}_{kind}_{res}m.jp2", data, res)
     if baseline >= "04.00":
         safe.offsets = {f"B0{i + 1}": v for i, v in OFFSETS_0400.items()}
+        safe.offsets.update({b: -1000 for b in extra_bands})
     (safe.path / "MTD_MSIL2A.xml").write_text(mtd_xml(baseline), encoding="utf-8")
     (safe.path / "manifest.safe").write_text("<xfdu/>", encoding="utf-8")
     return safe
