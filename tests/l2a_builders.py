@@ -188,8 +188,12 @@ def range_response(request: Request, body: bytes) -> Response:
                     headers={"Content-Range": f"bytes {start}-{end}/{len(body)}", "Accept-Ranges": "bytes"})
 
 
+# Earth Search's NIR and SWIR assets (B8A, B11, B12), all at 20 m.
+NIR_SWIR_ASSETS = {"nir08": "B8A", "swir16": "B11", "swir22": "B12"}
+
+
 def make_item(item_id: str, day: str, cloud: float, *, baseline: str = "04.00", offset_applied: bool = False,
-              cdse: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+              cdse: bool = False, nir_swir: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """An Earth Search v1-like item and the arrays its assets hold (``serve_stac`` sets the hrefs).
 
     ``cdse``: asset keys and hrefs as the Copernicus Data Space catalogue gives them
@@ -204,14 +208,17 @@ def make_item(item_id: str, day: str, cloud: float, *, baseline: str = "04.00", 
         "blue": rng.integers(1, 6000, (n, n), dtype=np.uint16),
         "scl": rng.integers(1, 12, (n // 2, n // 2), dtype=np.uint8),
     }
+    if nir_swir:
+        arrays.update({key: rng.integers(1, 6000, (n // 2, n // 2), dtype=np.uint16) for key in NIR_SWIR_ASSETS})
     scaled = {"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": -0.1 if baseline >= "04.00" else 0.0}
     assets = {key: {"href": "", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                     "roles": ["data"]} for key in arrays}
-    for key in ("red", "green", "blue"):
+    for key in ("red", "green", "blue", *(NIR_SWIR_ASSETS if nir_swir else ())):
         assets[key]["raster:bands"] = [scaled]
     assets["scl"]["raster:bands"] = [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}]
     if cdse:
-        names = {"visual": "TCI_10m", "red": "B04_10m", "green": "B03_10m", "blue": "B02_10m", "scl": "SCL_20m"}
+        names = {"visual": "TCI_10m", "red": "B04_10m", "green": "B03_10m", "blue": "B02_10m", "scl": "SCL_20m",
+                 **{k: f"{b}_20m" for k, b in NIR_SWIR_ASSETS.items()}}
         arrays = {names[k]: v for k, v in arrays.items()}
         assets = {names[k]: dict(v, href="s3://eodata/placeholder", alternate={"https": {"href": ""}})
                   for k, v in assets.items()}
@@ -240,7 +247,7 @@ def serve_stac(httpserver, prefix: str, items: list[tuple[dict, dict[str, np.nda
     files = {}
     for item, arrays in items:
         for key, data in arrays.items():
-            res = 20.0 if key.lower().startswith("scl") else 10.0
+            res = 20.0 if key.lower().startswith("scl") or key in NIR_SWIR_ASSETS or key.endswith("_20m") else 10.0
             files[f"/{prefix}/cogs/{item['id']}/{key}.tif"] = cog_bytes(data, res)
             asset = item["assets"][key]
             where = asset["alternate"]["https"] if "alternate" in asset else asset  # CDSE: s3:// plus https
