@@ -149,3 +149,19 @@ def test_a_three_band_checkpoint_predicts_exactly_as_before(deeplab_checkpoint, 
     margin = logits.topk(2, dim=0).values
     clear = (margin[0] - margin[1]).numpy() > 1e-3  # BatchNorm folding may reorder near-ties, nothing else
     assert clear.mean() > 0.99 and np.array_equal(got[clear], expected[clear])
+
+
+def test_pictures_are_true_colour_from_the_named_bands_or_a_false_colour_composite(tmp_path):
+    from scl_deeplab.model_core.evaluation.plotting import band_picture
+
+    _, _, pixels = write_multiband_scene(tmp_path, 32, seed=4)
+    title, picture = band_picture(pixels, SCL_BANDS, "uint16")
+    assert title == "True colour" and picture.shape == (32, 32, 3)
+    assert np.allclose(picture[..., 0], np.clip(pixels[2] / 2500.0, 0, 1))  # red is B04, the third band
+    title, picture = band_picture(pixels[3:], SCL_BANDS[3:], "uint16")
+    assert title == "False colour (B8A, B11, B12)" and picture.shape == (32, 32, 3)
+    assert picture.min() == 0.0 and picture.max() == 1.0  # each band stretched to its 2-98 %
+    result = make_patches(*write_multiband_scene(tmp_path / "nir", 64)[:2], tmp_path / "patches",
+                          PatchConfig(patch_size_px=32, bands=(4, 5, 6), val_fraction=0.25))
+    assert result.preview.stat().st_size > 0
+    assert json.loads(result.index.read_text())["band_names"] == ["B8A", "B11", "B12"]
