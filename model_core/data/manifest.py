@@ -156,7 +156,8 @@ class Manifest:
         """The manifest as JSON data, patch files relative to the manifest's folder."""
         out: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "patch_size": self.patch_size, "stride": self.stride,
-            "bands": list(self.bands), "band_names": list(self.band_names), "dtype": self.dtype, "input_scale": float(self.input_scale), "crs": self.crs,
+            "bands": list(self.bands), "band_names": list(self.band_names), "dtype": self.dtype,
+            "input_scale": float(self.input_scale), "crs": self.crs,
         }
         if len(self.scenes) == 1:  # version 1's one-scene key, still written for readers that know only it
             out["source"] = {"image": self.scenes[0].image, "mask": self.scenes[0].mask}

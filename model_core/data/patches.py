@@ -279,7 +279,8 @@ def _manifest(path: Path, infos: list[SceneInfo], sides: list[str] | None, kept:
     crs = {info.crs for info in infos}
     return Manifest(
         path=path, patch_size=config.patch_size_px, dtype=dtype, input_scale=float(scale), patches=patches,
-        stride=config.stride, bands=tuple(config.bands), band_names=infos[0].band_names, crs=crs.pop() if len(crs) == 1 else None, split=config.split,
+        stride=config.stride, bands=tuple(config.bands), band_names=infos[0].band_names,
+        crs=crs.pop() if len(crs) == 1 else None, split=config.split,
         seed=config.seed, val_fraction=config.val_fraction, min_valid_fraction=config.min_valid_fraction,
         class_histogram=_class_histogram(kept), scenes=tuple(scenes),
     )

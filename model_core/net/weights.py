@@ -101,8 +101,9 @@ def check_bands(weights: WeightSet, bands: int = 3) -> None:
     if weights.bands != 3 and weights.bands != bands:
         raise BandCountError(
             f'PRETRAINED "{weights.name}" ({weights.title}) expects {weights.bands} Sentinel-2 bands ({weights.input}); '
-            f"these patches have {bands}. Make patches with those {weights.bands} bands in that order, or choose satlas-rgb or "
-            "ssl4eo-rgb (true colour; these, coco and imagenet are widened to any bands that include B04, B03, B02)."
+            f"these patches have {bands}. Make patches with those {weights.bands} bands in that order, or choose "
+            "satlas-rgb or ssl4eo-rgb (true colour; these, coco and imagenet are widened to any bands that "
+            "include B04, B03, B02)."
         )
 
 

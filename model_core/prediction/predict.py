@@ -66,8 +66,9 @@ def choose_bands(src: rasterio.io.DatasetReader, spec: ModelInput, bands: Sequen
     else:
         chosen = band_lists.by_name(src, spec.band_order) or tuple(range(1, wanted + 1))
         if src.count < wanted:
+            has = ", ".join(band_lists.band_names(src, range(1, src.count + 1)))
             raise BandCountError(
-                f"The scene {src.name} has {src.count} band(s) ({', '.join(band_lists.band_names(src, range(1, src.count + 1)))}), "
+                f"The scene {src.name} has {src.count} band(s) ({has}), "
                 f"but the model expects {spec.describe()}. "
                 + ("Use a true-colour raster (e.g. the Sentinel-2 TCI) or a multi-band scene and pick its bands with "
                    "BANDS." if band_lists.is_true_colour(spec.band_order) else

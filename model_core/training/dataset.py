@@ -141,7 +141,9 @@ def band_statistics(records: Sequence[PatchRecord], scale: float) -> tuple[tuple
         total_sq = (unit**2).sum(axis=1) if total_sq is None else total_sq + (unit**2).sum(axis=1)
         count += unit.shape[1]
     if not count:
-        raise ManifestError("The training patches hold no valid pixels to measure the bands on. Run Make patches again.")
+        raise ManifestError(
+            "The training patches hold no valid pixels to measure the bands on. Run Make patches again."
+        )
     mean = total / count  # type: ignore[operator]
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))  # type: ignore[operator]
     std = np.where(std > 1e-6, std, 1.0)

@@ -73,7 +73,8 @@ def _start(
     build: Callable[..., nn.Module],
     names: tuple[str, ...] = bands.RGB,
 ) -> tuple[nn.Module, dict[str, Any], WeightsSource | None]:
-    """The model (reading the bands ``names``) with its starting weights, and the metadata carried over from ``resume``."""
+    """The model (reading the bands ``names``) with its starting weights, and the metadata carried over from
+    ``resume``."""
     if resume is None:
         net = build(aux=config.aux)
         input_conv.set_input_bands(net, len(names))

@@ -140,7 +140,8 @@ def test_a_three_band_checkpoint_predicts_exactly_as_before(deeplab_checkpoint, 
     assert spec.band_order == ("red", "green", "blue") and "band_names" not in payload["meta"]
     model, _ = checkpoint.load_model(deeplab_checkpoint)
     assert input_conv.input_bands(model) == 3
-    x = (torch.from_numpy(to_unit(raw, 255.0)) - torch.tensor(spec.mean).view(3, 1, 1)) / torch.tensor(spec.std).view(3, 1, 1)
+    mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
+    x = (torch.from_numpy(to_unit(raw, 255.0)) - mean) / std
     with torch.no_grad():
         logits = model(x[None].float())["out"][0]
     expected = logits.argmax(0).numpy() + 1
