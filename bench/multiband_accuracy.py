@@ -1,6 +1,6 @@
 """Issue 18 notes: RGB vs RGB+B8A+B11+B12 on ../shared/s2-multiband, trained on some dates, evaluated on others.
 
-Usage: ``OMP_NUM_THREADS=1 .venv/bin/python bench/multiband_accuracy.py EPOCHS [rgb,ms]`` (writes /tmp/h9bench).
+Usage: ``OMP_NUM_THREADS=1 .venv/bin/python bench/multiband_accuracy.py EPOCHS [rgb,ms] [LEARNING_RATE]`` (writes /tmp/h9bench).
 One place (worldcereal T31UES 280849, 72 dates at 20 m, 32 x 32 px): dates i % 3 != 2 train (a fifth of
 them validate), dates i % 3 == 2 are evaluated; 10 m bands averaged to 20 m. Same recipe for both band sets:
 random weights, full network, class weights, batch 8, learning rate 1e-3, seed 0. Not a test dependency.
@@ -62,7 +62,8 @@ for kind in (sys.argv[2].split(",") if len(sys.argv) > 2 else KINDS):
     from scl_deeplab.model_core.data.scenes import read_scene_list
     pc = PatchConfig(patch_size_px=32, bands=tuple(range(1, len(KINDS[kind]) + 1)), split="scenes", val_fraction=0.2, min_valid_fraction=0.5, overwrite=True, seed=0)
     res = make_patches(read_scene_list(lst), OUT / kind / "patches", pc)
-    cfg = TrainConfig(stage="full", epochs=EPOCHS, batch_size=8, learning_rate=1e-3, pretrained="none", device="cpu",
+    learning_rate = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-3
+    cfg = TrainConfig(stage="full", epochs=EPOCHS, batch_size=8, learning_rate=learning_rate, pretrained="none", device="cpu",
                       precision="float32", seed=0, class_weights=True)
     t0 = time.perf_counter()
     tr = train(res.index, cfg, OUT / kind / "model.pt")
