@@ -18,6 +18,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QDate, QUrl
 from qgis.PyQt.QtNetwork import QNetworkRequest
 
+from ..model_core.data.l2a_bands import parse_band_list
 from ..model_core.data.stac import (
     CDSE_STAC_URL,
     DEFAULT_COLLECTION,
@@ -27,6 +28,7 @@ from ..model_core.data.stac import (
     SearchConfig,
     download,
 )
+from ..model_core.errors import InputError
 from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
 from .prepare_l2a import RESOLUTIONS, SOURCES
 
@@ -37,6 +39,7 @@ class DownloadL2A(SclAlgorithm):
     STAC_URL, COLLECTION, AUTH_CONFIG = "STAC_URL", "COLLECTION", "AUTH_CONFIG"
     EXTENT, START_DATE, END_DATE = "EXTENT", "START_DATE", "END_DATE"
     MAX_CLOUD_COVER, MAX_ITEMS, SOURCE, RESOLUTION = "MAX_CLOUD_COVER", "MAX_ITEMS", "SOURCE", "RESOLUTION"
+    BAND_LIST = "BAND_LIST"
     OUTPUT_FOLDER, OUTPUT_MANIFEST, ITEM_COUNT = "OUTPUT_FOLDER", "OUTPUT_MANIFEST", "ITEM_COUNT"
     GROUP = "data"
     HELP = (
@@ -54,6 +57,12 @@ class DownloadL2A(SclAlgorithm):
         "does not depend on the catalogue's offset metadata. Resolution: 20 m (default), 10 m or 60 m "
         "(qgis_process: RESOLUTION=20, 10 or 60); "
         "SCL is resampled with nearest neighbour only.\n\n"
+        "Band list (optional, multispectral input): Sentinel-2 bands such as B04,B03,B02,B8A,B11,B12 or a "
+        "preset ('true colour', 'SCL bands' = B02, B03, B04, B8A, B11, B12, or '20m'), written as in Prepare a "
+        "Sentinel-2 L2A product: one uint16 GeoTIFF of reflectance x 10000 with the catalogue's offset applied, "
+        "no data 0, bands described by their names (<item>_BANDS-<names>_<res>m.tif); finer bands averaged over "
+        "their valid pixels, 20 m bands at 10 m repeated (nearest); a 60 m band at 10 or 20 m is refused, and "
+        "an item without one of the bands is skipped naming the bands it has.\n\n"
         "Output folder: <item>_<TCI|BANDS>_<res>m.tif, <item>_SCL_<res>m.tif (styled with a .qml) and "
         "manifest.json. Running again into the same folder skips items already complete; an interrupted "
         "run leaves no partial files. Busy servers (HTTP 429, 5xx) are retried with growing waits.\n\n"
@@ -94,6 +103,9 @@ class DownloadL2A(SclAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(
             self.RESOLUTION, self.tr("Resolution (m)"), options=list(RESOLUTIONS), defaultValue="20",
             usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.BAND_LIST, self.tr("Band list (empty: true colour; e.g. B04,B03,B02,B8A,B11,B12 or SCL bands)"),
+            defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterAuthConfig(
             self.AUTH_CONFIG, self.tr("Authentication (only if the catalogue needs it)"), optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
@@ -105,6 +117,10 @@ class DownloadL2A(SclAlgorithm):
         end = self.parameterAsDateTime(parameters, self.END_DATE, context).date()
         if start > end:
             return False, self.tr("The first day is after the last day.")
+        try:
+            parse_band_list(self.parameterAsString(parameters, self.BAND_LIST, context))
+        except InputError as exc:
+            return False, str(exc)
         return super().checkParameterValues(parameters, context)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS's name
@@ -124,6 +140,7 @@ class DownloadL2A(SclAlgorithm):
         config = DownloadConfig(
             source=SOURCES[self.parameterAsEnum(parameters, self.SOURCE, context)],
             resolution_m=int(self.parameterAsEnumString(parameters, self.RESOLUTION, context) or "20"),
+            bands=parse_band_list(self.parameterAsString(parameters, self.BAND_LIST, context)),
         )
         headers = auth_headers(self.parameterAsString(parameters, self.AUTH_CONFIG, context), url)
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)

@@ -66,7 +66,7 @@ class Evaluate(SclAlgorithm):
             QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (default: whole prediction)"), optional=True)
         )
         self.addParameter(
-            QgsProcessingParameterRasterLayer(self.IMAGE, self.tr("True-colour image for the figure"), optional=True)
+            QgsProcessingParameterRasterLayer(self.IMAGE, self.tr("Image for the figure (true colour, or false colour of other bands)"), optional=True)
         )
         self.addParameter(
             QgsProcessingParameterFileDestination(

@@ -54,7 +54,12 @@ class MakePatches(SclAlgorithm):
         "Scenes may differ in size and CRS but must share one data type (all 8-bit true colour or all "
         "16-bit reflectance) and one pixel size (to 1 %); other scenes are refused, not converted, and "
         "every scene that cannot be used is named with its reason before anything is written.\n"
-        "Bands says which are red, green and blue (e.g. 1,2,3 for TCI, or 3,2,1 for a B02,B03,B04 stack). "
+        "Bands: the scene's band numbers the model will read, in order: red, green and blue (e.g. 1,2,3 for "
+        "TCI, or 3,2,1 for a B02,B03,B04 stack), or any longer list for multispectral input (e.g. 3,2,1,4,5,6 "
+        "for a B02,B03,B04,B8A,B11,B12 scene written by Prepare L2A). The bands' names (from the raster's band "
+        "descriptions) go into index.json and the model; all scenes need the same bands in the same order. "
+        "Multispectral 16-bit patches are read as reflectance (values / 10000) and normalised per band by the "
+        "training patches' mean and std; true colour keeps /255 (8-bit) or /2500 (16-bit).\n"
         "Each SCL may have another resolution or CRS than its image (e.g. 20 m beside 10 m bands): it is "
         "resampled onto the image's grid with nearest neighbour. SCL values outside 0-11 are refused unless "
         "Treat SCL codes outside 0-11 as no data is on (e.g. code 12 in lossy JPEG 2000 SCLs); the log then "
@@ -86,7 +91,9 @@ class MakePatches(SclAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS's name
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("True-colour scene"), optional=True))
         self.addParameter(
-            QgsProcessingParameterString(self.BANDS, self.tr("Red, green, blue bands"), defaultValue="1,2,3")
+            QgsProcessingParameterString(
+                self.BANDS, self.tr("Bands (red, green, blue, then any further bands)"), defaultValue="1,2,3"
+            )
         )
         self.addParameter(QgsProcessingParameterRasterLayer(self.MASK, self.tr("SCL mask"), optional=True))
         self.addParameter(QgsProcessingParameterMultipleLayers(

@@ -15,7 +15,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..model_core.data.patches import parse_bands
+from ..model_core.data.bands import parse_optional_bands
 from ..model_core.errors import InputError
 from ..model_core.prediction.config import PredictConfig
 from ..model_core.prediction.tiling import AUTO_TILE, TilingConfig
@@ -42,9 +42,11 @@ class Predict(SclAlgorithm):
     HELP = (
         "Predicts the Sentinel-2 Scene Classification Layer (SCL) of a whole true-colour scene with a model "
         "trained by Train head or Fine-tune layer4.\n\n"
-        "Scene: a raster like the one the model was trained on (same data type, e.g. 8-bit TCI). Bands says "
-        "which bands are red, green and blue (1,2,3 for TCI). A scene that does not match is refused with what "
-        "the model expects.\n"
+        "Scene: a raster like the one the model was trained on (same data type and bands, e.g. 8-bit TCI, or "
+        "the B02,B03,B04,B8A,B11,B12 reflectance of Prepare L2A). Bands: the scene's band numbers in the order "
+        "the model reads them (1,2,3 for TCI); empty takes the bands named like the model's (from the raster's "
+        "band descriptions), else the first ones. A scene whose band count, names or order do not match the "
+        "model is refused with both lists.\n"
         "Model: the checkpoint (.pt). It is loaded once and reused while the file is unchanged, so batch runs "
         "over many scenes are not slowed by loading. An ONNX model (.onnx, from Export model to ONNX, or any ONNX "
         "segmentation model with Deepness-style metadata) runs through ONNX Runtime instead, in QGIS's own Python "
@@ -82,7 +84,10 @@ class Predict(SclAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS's name
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("True-colour scene")))
         self.addParameter(
-            QgsProcessingParameterString(self.BANDS, self.tr("Red, green, blue bands"), defaultValue="1,2,3")
+            QgsProcessingParameterString(
+                self.BANDS, self.tr("Bands in the model's order (empty: by name, else the first ones)"),
+                defaultValue="", optional=True,
+            )
         )
         self.addParameter(
             QgsProcessingParameterFile(
@@ -146,7 +151,7 @@ class Predict(SclAlgorithm):
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
         try:
             self.tiling(parameters, context).validate()
-            parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+            parse_optional_bands(self.parameterAsString(parameters, self.BANDS, context))
         except InputError as exc:
             return False, str(exc)
         device = self.parameterAsString(parameters, self.DEVICE, context).strip().lower()
@@ -172,7 +177,7 @@ class Predict(SclAlgorithm):
                 tiling=self.tiling(parameters, context),
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
                 device=self.parameterAsString(parameters, self.DEVICE, context).strip() or "auto",
-                bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)),
+                bands=parse_optional_bands(self.parameterAsString(parameters, self.BANDS, context)),
                 extent=extent,
                 fast=self.parameterAsBoolean(parameters, self.FAST, context),
                 precision="float32" if self.parameterAsBoolean(parameters, self.FULL_PRECISION, context) else "auto",

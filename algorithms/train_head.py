@@ -18,7 +18,8 @@ ASPP_RATE_OPTIONS = ["auto", "scaled", "standard"]  # model_core.net.aspp.CHOICE
 
 HELP = (
     "Trains the classifier head of DeepLabv3-ResNet50 to predict the Sentinel-2 Scene Classification Layer (SCL, "
-    "codes 1-11; code 0 is ignored) from true colour, on the patches of Make patches. The ResNet50 backbone stays "
+    "codes 1-11; code 0 is ignored) from true colour (or the bands of multispectral patches), on the patches of "
+    "Make patches. The ResNet50 backbone stays "
     "frozen, its BatchNorm statistics included; fine-tune it afterwards with Fine-tune layer4.\n\n"
     "Patches: the index.json written by Make patches (its train/validation split is used).\n"
     "Pretrained weights: auto takes the best set on disk (COCO DeepLabv3, else the Sentinel-2 true-colour "
@@ -26,7 +27,12 @@ HELP = (
     "frozen backbone); none starts from random weights. Training never downloads: get a set once with Set-up > "
     "Download pretrained weights, or choose a Weights file (a torchvision or torchgeo state dict, or a checkpoint "
     "of this plugin). The input normalisation the weights were trained with is recorded in the checkpoint and "
-    "applied in training and prediction. The sets (ssl4eo-ms needs 13 bands and is refused for true colour):\n"
+    "applied in training and prediction. Multispectral patches (bands other than red, green, blue; see Make "
+    "patches) get a first convolution reading all their bands: true-colour weights are widened, their RGB filters "
+    "copied unchanged to the bands named B04, B03, B02 and every further band starting from the mean RGB filter "
+    "times 3/N (the inputs are normalised per band by the training patches' mean and std, so the layer's mean "
+    "response stays as it was); with none it is a plain N-band convolution. The sets (ssl4eo-ms needs patches of "
+    "its 13 bands and is refused otherwise):\n"
     "{weights}\n"
     "Class weights: weights the loss by inverse class frequency, so rare classes such as snow count more.\n"
     "ASPP rates: DeepLabv3's ASPP looks up to 288 px around each pixel (rates 12, 24, 36); on smaller patches its "

@@ -55,9 +55,19 @@ def write_jp2(path: Path, data: np.ndarray, res: int) -> None:
         dst.write(data)
 
 
+# Where ESA's L2A products hold each further band (issue 18: NIR and SWIR as model input).
+NATIVE = {"B01": (20, 60), "B05": (20, 60), "B06": (20, 60), "B07": (20, 60), "B08": (10,), "B8A": (20, 60),
+          "B09": (60,), "B11": (20, 60), "B12": (20, 60)}
+NIR_SWIR = ("B8A", "B11", "B12")
+
+
 def make_safe(root: Path, baseline: str = "04.00", *, seed: int = 0, resolutions=(10, 20, 60),
-              scl_resolutions=(20, 60)) -> Safe:
-    """Write a miniature L2A product under ``root`` and return what it holds."""
+              scl_resolutions=(20, 60), extra_bands: tuple[str, ...] = ()) -> Safe:
+    """Write a miniature L2A product under ``root`` and return what it holds.
+
+    ``extra_bands`` (e.g. ``NIR_SWIR``) are written at ESA's resolutions for them (``NATIVE``),
+    within ``resolutions``, with an offset of -1000 DN from baseline 04.00 on.
+    """
     rng = np.random.default_rng(seed)
     old_psd = baseline < "02.07"
     safe = Safe(root / product_name(baseline), baseline)
@@ -66,6 +76,7 @@ def make_safe(root: Path, baseline: str = "04.00", *, seed: int = 0, resolutions
     for res in (10, 20, 60):
         n = SIZE_10M * 10 // res
         kinds = ["B02", "B03", "B04", "TCI"] if res in resolutions else []
+        kinds += [b for b in extra_bands if res in NATIVE[b] and res in resolutions]
         kinds += ["SCL"] if res in scl_resolutions else []
         for kind in kinds:
             if kind == "TCI":
@@ -80,6 +91,7 @@ def make_safe(root: Path, baseline: str = "04.00", *, seed: int = 0, resolutions
             write_jp2(granule / f"R{res}m" / f"{prefix}_{kind}_{res}m.jp2", data, res)
     if baseline >= "04.00":
         safe.offsets = {f"B0{i + 1}": v for i, v in OFFSETS_0400.items()}
+        safe.offsets.update({b: -1000 for b in extra_bands})
     (safe.path / "MTD_MSIL2A.xml").write_text(mtd_xml(baseline), encoding="utf-8")
     (safe.path / "manifest.safe").write_text("<xfdu/>", encoding="utf-8")
     return safe
@@ -176,8 +188,12 @@ def range_response(request: Request, body: bytes) -> Response:
                     headers={"Content-Range": f"bytes {start}-{end}/{len(body)}", "Accept-Ranges": "bytes"})
 
 
+# Earth Search's NIR and SWIR assets (B8A, B11, B12), all at 20 m.
+NIR_SWIR_ASSETS = {"nir08": "B8A", "swir16": "B11", "swir22": "B12"}
+
+
 def make_item(item_id: str, day: str, cloud: float, *, baseline: str = "04.00", offset_applied: bool = False,
-              cdse: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+              cdse: bool = False, nir_swir: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     """An Earth Search v1-like item and the arrays its assets hold (``serve_stac`` sets the hrefs).
 
     ``cdse``: asset keys and hrefs as the Copernicus Data Space catalogue gives them
@@ -192,14 +208,17 @@ def make_item(item_id: str, day: str, cloud: float, *, baseline: str = "04.00", 
         "blue": rng.integers(1, 6000, (n, n), dtype=np.uint16),
         "scl": rng.integers(1, 12, (n // 2, n // 2), dtype=np.uint8),
     }
+    if nir_swir:
+        arrays.update({key: rng.integers(1, 6000, (n // 2, n // 2), dtype=np.uint16) for key in NIR_SWIR_ASSETS})
     scaled = {"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": -0.1 if baseline >= "04.00" else 0.0}
     assets = {key: {"href": "", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                     "roles": ["data"]} for key in arrays}
-    for key in ("red", "green", "blue"):
+    for key in ("red", "green", "blue", *(NIR_SWIR_ASSETS if nir_swir else ())):
         assets[key]["raster:bands"] = [scaled]
     assets["scl"]["raster:bands"] = [{"nodata": 0, "data_type": "uint8", "spatial_resolution": 20}]
     if cdse:
-        names = {"visual": "TCI_10m", "red": "B04_10m", "green": "B03_10m", "blue": "B02_10m", "scl": "SCL_20m"}
+        names = {"visual": "TCI_10m", "red": "B04_10m", "green": "B03_10m", "blue": "B02_10m", "scl": "SCL_20m",
+                 **{k: f"{b}_20m" for k, b in NIR_SWIR_ASSETS.items()}}
         arrays = {names[k]: v for k, v in arrays.items()}
         assets = {names[k]: dict(v, href="s3://eodata/placeholder", alternate={"https": {"href": ""}})
                   for k, v in assets.items()}
@@ -228,7 +247,7 @@ def serve_stac(httpserver, prefix: str, items: list[tuple[dict, dict[str, np.nda
     files = {}
     for item, arrays in items:
         for key, data in arrays.items():
-            res = 20.0 if key.lower().startswith("scl") else 10.0
+            res = 20.0 if key.lower().startswith("scl") or key in NIR_SWIR_ASSETS or key.endswith("_20m") else 10.0
             files[f"/{prefix}/cogs/{item['id']}/{key}.tif"] = cog_bytes(data, res)
             asset = item["assets"][key]
             where = asset["alternate"]["https"] if "alternate" in asset else asset  # CDSE: s3:// plus https

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.transform import from_origin
-
 from scl_deeplab.tests.models import META, colour_blocks, fit_last_layer
 
 SIDE = 128  # the fit sees the whole scene as one tile; predictions use tiles of this size

@@ -116,7 +116,8 @@ def add_predict(subparsers: Any) -> None:
                         "its share; needs --output-folder")
     p.add_argument("--model", required=True, type=Path, metavar="CKPT",
                    help="checkpoint (.pt) or ONNX model (.onnx, runs without PyTorch)")
-    p.add_argument("--bands", default="1,2,3", help="red, green, blue band numbers (default 1,2,3)")
+    p.add_argument("--bands", default="", help="the scene's band numbers in the model's order, e.g. 1,2,3 or "
+                   "3,2,1,4,5,6 (default: the bands named like the model's, else the first ones)")
     p.add_argument("--tile-size", type=int, default=0, help="pixels, a multiple of 8; 0 (default): as trained, the "
                    "checkpoint's patch size for models trained on small patches, else 512")
     p.add_argument("--overlap", type=int, default=None, help="pixels, less than half the tile size "
@@ -138,7 +139,7 @@ def add_predict(subparsers: Any) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``predict`` from parsed arguments."""
-    from ..data.patches import parse_bands
+    from ..data.bands import parse_optional_bands
     from ..errors import InputError
     from ..prediction.config import PredictConfig
     from ..prediction.predict import predict_scene_from_checkpoint
@@ -157,7 +158,7 @@ def run_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
-        bands=parse_bands(args.bands),
+        bands=parse_optional_bands(args.bands),
         extent=tuple(args.extent) if args.extent else None,
         fast=args.fast,
     )

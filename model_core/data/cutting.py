@@ -36,6 +36,7 @@ def cut_scene(
     dtype: str,
     prefix: str = "",
     progress: Progress = SILENT,
+    names: tuple[str, ...] = (),
 ) -> tuple[list[dict[str, Any]], int, float]:
     """Write one scene's patches with enough valid pixels into ``folder``'s images/ and masks/.
 
@@ -67,18 +68,22 @@ def cut_scene(
                 if missing.any():
                     pixels = pixels.copy()
                     pixels[:, missing] = 0
-                records.append(_write_patch(src, window, pixels, codes, folder, prefix + window_id(window), dtype))
+                records.append(
+                    _write_patch(src, window, pixels, codes, folder, prefix + window_id(window), dtype, names)
+                )
                 records[-1].update(scene=info.scene.name, valid_fraction=round(valid, 4))
             progress.set_progress(100.0 * (done + 1) / len(windows))
     return records, len(windows), best
 
 
 def _write_patch(src: rasterio.io.DatasetReader, window: Window, pixels: np.ndarray, codes: np.ndarray,
-                 folder: Path, name: str, dtype: str) -> dict[str, Any]:
-    profile = _patch_profile(src, window, window_transform(window, src.transform), dtype)
+                 folder: Path, name: str, dtype: str, names: tuple[str, ...] = ()) -> dict[str, Any]:
+    profile = _patch_profile(src, window, window_transform(window, src.transform), dtype, len(pixels))
     path = folder / "images" / f"{name}.tif"
     with checked_raster(path, path, **profile) as dst:
         dst.write(pixels.astype(dtype, copy=False))
+        for i, band in enumerate(names if len(names) == len(pixels) else ()):
+            dst.set_band_description(i + 1, band)
     write_scl(folder / "masks" / f"{name}.tif", codes, label_profile(profile))
     counts = np.bincount(codes.ravel(), minlength=scl.MAX_CODE + 1)
     return {
@@ -88,18 +93,19 @@ def _write_patch(src: rasterio.io.DatasetReader, window: Window, pixels: np.ndar
     }
 
 
-def _patch_profile(src: rasterio.io.DatasetReader, window: Window, transform, dtype: str) -> dict[str, Any]:
+def _patch_profile(src: rasterio.io.DatasetReader, window: Window, transform, dtype: str,
+                   count: int = 3) -> dict[str, Any]:
     profile = {
         "driver": "GTiff",
         "width": int(window.width),
         "height": int(window.height),
-        "count": 3,
+        "count": count,
         "dtype": dtype,
         "crs": src.crs,
         "transform": transform,
         "nodata": src.nodata,
         "compress": "deflate",
     }
-    if profile["dtype"] == "uint8":
+    if profile["dtype"] == "uint8" and count == 3:
         profile["photometric"] = "RGB"
     return profile

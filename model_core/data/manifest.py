@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError
+from .bands import RGB
 from .radiometry import input_scale
 
 FORMAT, VERSION = "scl-deeplab-patches", 2
@@ -115,6 +116,7 @@ class Manifest:
     patches: tuple[PatchRecord, ...] = ()
     stride: int | None = None
     bands: tuple[int, ...] = (1, 2, 3)
+    band_names: tuple[str, ...] = ()  # names of ``bands`` (``bands.band_names``); empty in older manifests
     crs: str | None = None
     split: str = "blocks"
     seed: int = 0
@@ -123,6 +125,13 @@ class Manifest:
     class_histogram: dict[str, Histogram] = field(default_factory=dict)
     scenes: tuple[SceneRecord, ...] = ()
     sources: tuple[Path, ...] = ()  # the manifests merged into this one; empty when it was read from one file
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The patches' band names; manifests from before multispectral input were red, green, blue."""
+        if self.band_names:
+            return self.band_names
+        return RGB if len(self.bands) == 3 else tuple(f"band {i + 1}" for i in range(len(self.bands)))
 
     @property
     def train(self) -> tuple[PatchRecord, ...]:
@@ -148,7 +157,8 @@ class Manifest:
         """The manifest as JSON data, patch files relative to the manifest's folder."""
         out: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "patch_size": self.patch_size, "stride": self.stride,
-            "bands": list(self.bands), "dtype": self.dtype, "input_scale": float(self.input_scale), "crs": self.crs,
+            "bands": list(self.bands), "band_names": list(self.band_names), "dtype": self.dtype,
+            "input_scale": float(self.input_scale), "crs": self.crs,
         }
         if len(self.scenes) == 1:  # version 1's one-scene key, still written for readers that know only it
             out["source"] = {"image": self.scenes[0].image, "mask": self.scenes[0].mask}
@@ -187,6 +197,7 @@ class Manifest:
                 path=path, patch_size=size, dtype=str(data.get("dtype", "uint8")),
                 input_scale=float(scale) if scale else input_scale(str(data.get("dtype", "uint8"))),
                 patches=patches, stride=data.get("stride"), bands=tuple(int(b) for b in data.get("bands") or (1, 2, 3)),
+                band_names=tuple(str(n) for n in data.get("band_names") or ()),
                 crs=data.get("crs"), split=str(data.get("split", "blocks")), seed=int(data.get("seed", 0)),
                 val_fraction=float(data.get("val_fraction", 0.0)),
                 min_valid_fraction=float(data.get("min_valid_fraction", 0.0)),
@@ -237,6 +248,7 @@ class Manifest:
         for other in manifests[1:]:
             for what, key, fix in (("patch sizes", "patch_size", "one PATCH_SIZE"),
                                    ("band orders", "bands", "the same BANDS"),
+                                   ("bands", "input_names", "scenes with the same bands"),
                                    ("data types", "dtype", "scenes of one data type"),
                                    ("input scalings", "input_scale", "scenes of one data type")):
                 mine, theirs = getattr(first, key), getattr(other, key)

@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..net import aspp
 from ..progress import SILENT, Progress, SubProgress, check_canceled
 from ..sizing import check_size
+from .bands import is_true_colour, parse_bands  # noqa: F401 - parse_bands is offered here as before
 from .cutting import cut_scene
 from .manifest import FORMAT, INDEX_NAME, Manifest, PatchRecord, SceneRecord
 from .radiometry import input_scale
@@ -45,7 +46,7 @@ class PatchConfig:
 
     patch_size_px: int = 512
     stride_px: int | None = None
-    bands: tuple[int, int, int] = (1, 2, 3)
+    bands: tuple[int, ...] = (1, 2, 3)
     min_valid_fraction: float = 0.5
     val_fraction: float = 0.2
     split: Split = "blocks"
@@ -75,20 +76,6 @@ class PatchResult:
     train_scenes: tuple[str, ...] = ()
     val_scenes: tuple[str, ...] = ()
     scene_histograms: dict[str, dict[str, int]] = field(default_factory=dict)  # scene name -> total by code
-
-
-def parse_bands(text: str) -> tuple[int, int, int]:
-    """``"4,3,2"`` -> (4, 3, 2): the red, green and blue band numbers (1-based)."""
-    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
-    try:
-        bands = tuple(int(p) for p in parts)
-    except ValueError:
-        bands = ()
-    if len(bands) != 3 or min(bands) < 1:
-        raise InputError(
-            f"Bands {text!r} are not three band numbers; give red, green and blue as e.g. '1,2,3' (counted from 1)."
-        )
-    return bands  # type: ignore[return-value]
 
 
 def parse_names(text: str) -> tuple[str, ...]:
@@ -174,7 +161,8 @@ def _make(scenes: list[Scene], out_dir: Path, config: PatchConfig, progress: Pro
              if config.split == "scenes" else None)
     infos = inspect_scenes(scenes, config.bands, config.patch_size_px, config.unknown_codes_as_no_data,
                            progress=SubProgress(progress, 0, 5))
-    dtype, scale = infos[0].dtype, input_scale(infos[0].dtype)
+    read = infos[0].band_names  # scene_checks made sure every scene has these bands
+    dtype, scale = infos[0].dtype, input_scale(infos[0].dtype, multispectral=not is_true_colour(read))
     for info in infos:
         if info.unknown_codes:
             codes, n = ", ".join(str(c) for c in info.unknown_codes), info.unknown_pixels
@@ -189,7 +177,8 @@ def _make(scenes: list[Scene], out_dir: Path, config: PatchConfig, progress: Pro
             part = SubProgress(progress, 5 + 85 * i / len(infos), 5 + 85 * (i + 1) / len(infos))
             found, n_windows, scene_best = cut_scene(
                 info, tmp, bands=config.bands, patch_size_px=config.patch_size_px, stride_px=config.stride,
-                min_valid_fraction=config.min_valid_fraction, dtype=dtype, prefix=prefix, progress=part)
+                min_valid_fraction=config.min_valid_fraction, dtype=dtype, prefix=prefix, progress=part,
+                names=read)
             tried, best = tried + n_windows, max(best, scene_best)
             if found:
                 side = sides[i] if sides else None
@@ -290,7 +279,8 @@ def _manifest(path: Path, infos: list[SceneInfo], sides: list[str] | None, kept:
     crs = {info.crs for info in infos}
     return Manifest(
         path=path, patch_size=config.patch_size_px, dtype=dtype, input_scale=float(scale), patches=patches,
-        stride=config.stride, bands=tuple(config.bands), crs=crs.pop() if len(crs) == 1 else None, split=config.split,
+        stride=config.stride, bands=tuple(config.bands), band_names=infos[0].band_names,
+        crs=crs.pop() if len(crs) == 1 else None, split=config.split,
         seed=config.seed, val_fraction=config.val_fraction, min_valid_fraction=config.min_valid_fraction,
         class_histogram=_class_histogram(kept), scenes=tuple(scenes),
     )

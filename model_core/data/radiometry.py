@@ -7,6 +7,11 @@ reflectance 0-0.25 spans the full range, brighter saturates (measured against a
 real product's TCI). From processing baseline 04.00 on, raw numbers also carry
 BOA_ADD_OFFSET (-1000): use scldeeplab:preparel2a, which removes it, rather than
 the raw band files of such products.
+
+Multispectral input (bands other than red, green, blue) keeps reflectance whole:
+16-bit numbers are divided by 10000 (reflectance 0-1, brighter clipped), since NIR
+and SWIR of vegetation, snow and cloud lie far above TCI's 0.25; each band is then
+normalised by its mean and std over the training patches (stored in the checkpoint).
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ TCI_REFLECTANCE_MAX = 0.25  # ESA's TCI maps reflectance 0..0.25 onto 1..255
 QUANTIFICATION = 10000.0
 
 
-def input_scale(dtype: str | np.dtype) -> float:
-    """The divisor that brings raw values of ``dtype`` to 0-1 true colour."""
+def input_scale(dtype: str | np.dtype, multispectral: bool = False) -> float:
+    """The divisor that brings raw values of ``dtype`` to 0-1: true colour, or reflectance when ``multispectral``."""
     kind = np.dtype(dtype)
     if kind == np.uint8:
         return 255.0
     if kind in (np.uint16, np.int16, np.int32, np.uint32):
-        return QUANTIFICATION * TCI_REFLECTANCE_MAX
+        return QUANTIFICATION if multispectral else QUANTIFICATION * TCI_REFLECTANCE_MAX
     if kind.kind == "f":
         return 1.0
     raise InputError(f"Rasters of type {kind} are not supported; use 8-bit true colour or 16-bit reflectance.")

@@ -56,7 +56,7 @@ def check_readable(src: rasterio.io.DatasetReader) -> None:
 
 def check_bands(src: rasterio.io.DatasetReader, bands: tuple[int, ...], what: str = "scene") -> None:
     """Refuse band numbers the raster does not have (1-based)."""
-    if src.count < 3:
+    if src.count < 3 and len(bands) == 3:
         raise BandCountError(
             f"The {what} {src.name} has {src.count} band(s); a true-colour scene needs at least 3 (red, green, blue)."
         )

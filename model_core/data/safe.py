@@ -44,7 +44,7 @@ from ..atomic import atomic_file
 from ..errors import GridError, InputError
 from ..progress import SILENT, Progress, check_canceled
 from ..styles import write_style
-from . import rasters
+from . import l2a_bands, rasters
 from .raster_write import checked_raster
 
 RESOLUTIONS_M = (10, 20, 60)
@@ -53,7 +53,7 @@ RGB_BANDS = ("B04", "B03", "B02")
 MTD_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 TCI_GAIN = 254 / 0.25  # ESA's TCI: reflectance 0-0.25 onto 1-255
 OFFSET_BASELINE = (4, 0)  # BOA_ADD_OFFSET exists from processing baseline 04.00 on
-_IMAGE = re.compile(r"^GRANULE/([^/]+)/IMG_DATA/R(10|20|60)m/[^/]*_(B02|B03|B04|TCI|SCL)_\2m\.jp2$")
+_IMAGE = re.compile(r"^GRANULE/([^/]+)/IMG_DATA/R(10|20|60)m/[^/]*_(B0[1-9]|B1[0-2]|B8A|TCI|SCL)_\2m\.jp2$")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,11 @@ class L2AProduct:
     source: Path
     name: str
     radiometry: Radiometry
-    files: dict[tuple[str, int], str]  # (B02|B03|B04|TCI|SCL, resolution_m) -> GDAL path
+    files: dict[tuple[str, int], str]  # (band name|TCI|SCL, resolution_m) -> GDAL path
+
+    def bands(self) -> list[str]:
+        """The spectral bands the product holds at any resolution, in Sentinel-2 order."""
+        return [b for b in MTD_BANDS if any(k == b for k, _ in self.files)]
 
     def resolutions(self, kind: str) -> list[int]:
         """The resolutions (m) at which the product holds ``kind``."""
@@ -100,6 +104,7 @@ class PrepareConfig:
     source: Literal["TCI", "BANDS"] = "TCI"
     resolution_m: int = 20
     extent: tuple[float, float, float, float] | None = None  # left, bottom, right, top
+    bands: tuple[str, ...] = ()  # a band list (``l2a_bands``): uint16 reflectance instead of true colour
     extent_crs: str | None = None  # CRS of ``extent`` (WKT, EPSG:...); None: the product's
     rows_per_band: int = 512
 
@@ -296,8 +301,12 @@ def write_scene(
     *,
     rows_per_band: int = 512,
     progress: Progress = SILENT,
+    descriptions: Sequence[str] = (),
 ) -> Grid:
     """Write ``window`` of ``grid`` as a 3-band uint8 GeoTIFF and an SCL GeoTIFF, in bands of rows.
+
+    With ``descriptions`` (band names) the image instead has one uint16 band per name, each
+    part giving one band, described by its name.
 
     Each of ``image_parts`` returns the next output band(s) as a (n, h, w) uint8 array for a
     window of ``grid`` (one part of 3 bands for TCI, three parts of one for BANDS); ``read_scl``
@@ -309,13 +318,19 @@ def write_scene(
     scl_profile = rasters.label_profile(
         {"width": out.width, "height": out.height, "crs": out.crs, "transform": out.transform}
     )
-    image_profile = dict(scl_profile, count=3, nodata=0, photometric="RGB", interleave="band")
+    count = len(descriptions) or 3
+    if descriptions:
+        image_profile = dict(scl_profile, count=count, dtype="uint16", nodata=0, interleave="band")
+    else:
+        image_profile = dict(scl_profile, count=3, nodata=0, photometric="RGB", interleave="band")
     with ExitStack() as stack:
         image_tmp = stack.enter_context(atomic_file(image_path))
         scl_tmp = stack.enter_context(atomic_file(scl_path))
         image = stack.enter_context(checked_raster(image_tmp, image_path, **image_profile))
         labels = stack.enter_context(checked_raster(scl_tmp, scl_path, **scl_profile))
         labels.write_colormap(1, scl.colormap())
+        for i, name in enumerate(descriptions):
+            image.set_band_description(i + 1, name)
         for source, target in _row_bands(window, rows_per_band, progress, 1, len(image_parts) + 1):
             codes = read_scl(source)
             rasters.check_scl_codes(codes, f"SCL rows {target.row_off}-{target.row_off + target.height}")
@@ -326,8 +341,8 @@ def write_scene(
                 values = part(source)
                 image.write(values, list(range(band, band + len(values))), window=target)
             band += len(values)
-        if band != 4:
-            raise ValueError(f"The image parts gave {band - 1} bands instead of 3.")
+        if band != count + 1:
+            raise ValueError(f"The image parts gave {band - 1} bands instead of {count}.")
     write_style(scl_path)
     return out
 
@@ -357,6 +372,8 @@ def prepare_l2a(
         raise InputError(f"Resolution {config.resolution_m} m is not one of Sentinel-2's {RESOLUTIONS_M} m.")
     product = open_product(product_path)
     res = config.resolution_m
+    if config.bands:
+        return _prepare_bands(product, Path(image_path), Path(scl_path), config, progress)
     kinds = ("TCI",) if config.source == "TCI" else RGB_BANDS
     for kind in kinds:
         if (kind, res) not in product.files:
@@ -397,6 +414,64 @@ def prepare_l2a(
                           rows_per_band=config.rows_per_band, progress=progress)
     return PreparedScene(Path(image_path), Path(scl_path), out.width, out.height, out.crs.to_string(), res,
                          config.source, product.name, product.radiometry.baseline)
+
+
+def _prepare_bands(
+    product: L2AProduct, image_path: Path, scl_path: Path, config: PrepareConfig, progress: Progress
+) -> PreparedScene:
+    """``prepare_l2a`` with a band list: one uint16 reflectance x 10000 band per name (``l2a_bands``)."""
+    res = config.resolution_m
+    names = list(product.bands())
+    from_res = {
+        band: l2a_bands.source_resolution(band, res, product.resolutions(band), product.name, names)
+        for band in config.bands
+    }
+    on_grid = [k for k in product.files if k[1] == res]  # every file at one resolution shares the tile grid
+    if not on_grid:
+        raise InputError(f"{product.name} has no band at {res} m to take the grid from; download it again.")
+    scl_res = _scl_resolution(product, res)
+    if scl_res > res:
+        progress.warn(f"{product.name} has no SCL finer than {scl_res} m; it is repeated onto the {res} m grid.")
+    how = {b: "as is" if r == res else (f"averaged from {r} m" if r < res else f"repeated from {r} m (nearest)")
+           for b, r in from_res.items()}
+    progress.info(
+        f"{product.name}: processing baseline {product.radiometry.baseline}, quantification "
+        f"{product.radiometry.quantification:g}; reflectance x 10000 at {res} m of "
+        + ", ".join(f"{b} (offset {product.radiometry.offset(b):g}, {how[b]})" for b in config.bands)
+        + f"; SCL from {scl_res} m."
+    )
+    quantification = product.radiometry.quantification
+    if baseline_version(product.radiometry.baseline) >= OFFSET_BASELINE:
+        lacking = [b for b in config.bands if b not in product.radiometry.offsets]
+        if lacking:
+            raise InputError(
+                f"{product.name} has processing baseline {product.radiometry.baseline} but its MTD_MSIL2A.xml lists "
+                f"no BOA_ADD_OFFSET for {', '.join(lacking)}; reflectance would be wrong. Download the complete "
+                "product again, or leave those bands out."
+            )
+    with ExitStack() as stack:
+        first = stack.enter_context(rasters.open_raster(product.files[on_grid[0]]))
+        grid = Grid(first.crs, first.transform, first.width, first.height)
+        sources = {b: stack.enter_context(rasters.open_raster(product.files[(b, r)])) for b, r in from_res.items()}
+        scl_src = stack.enter_context(rasters.open_raster(product.files[("SCL", scl_res)]))
+        for src in [*sources.values(), scl_src]:
+            _check_aligned(src, grid, product.name)
+        window = crop_window(grid, config.extent, config.extent_crs)
+
+        def reader(band: str) -> Callable[[Window], np.ndarray]:
+            src, source_res, offset = sources[band], from_res[band], product.radiometry.offset(band)
+            if source_res < res:
+                return lambda win: l2a_bands.averaged(src, win, res // source_res, offset, quantification)
+            return lambda win: l2a_bands.reflectance_from_dn(
+                read_nearest(src, win, res, source_res)[None], offset, quantification)
+
+        def read_scl(win: Window) -> np.ndarray:
+            return read_nearest(scl_src, win, res, scl_res).astype(np.uint8)
+
+        out = write_scene(image_path, scl_path, grid, window, [reader(b) for b in config.bands], read_scl,
+                          rows_per_band=config.rows_per_band, progress=progress, descriptions=config.bands)
+    return PreparedScene(image_path, scl_path, out.width, out.height, out.crs.to_string(), res,
+                         ",".join(config.bands), product.name, product.radiometry.baseline)
 
 
 def _scl_resolution(product: L2AProduct, res: int) -> int:

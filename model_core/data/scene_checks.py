@@ -17,8 +17,9 @@ import numpy as np
 from rasterio.windows import Window
 
 from .. import scl
-from ..errors import Canceled, InputError, MaskCodeError, SclDeepLabError
+from ..errors import BandCountError, Canceled, InputError, MaskCodeError, SclDeepLabError
 from ..progress import SILENT, Progress, check_canceled
+from .bands import band_names, check_same
 from .rasters import check_bands, onto_grid, open_raster
 from .scenes import Scene
 from .windows import largest_patch
@@ -37,6 +38,7 @@ class SceneInfo:
     resolution: tuple[float, float]
     crs: str | None
     unknown_codes: dict[int, int] = field(default_factory=dict)  # SCL values outside 0-11 -> pixels
+    band_names: tuple[str, ...] = ()  # of the chosen bands (``bands.band_names``)
 
     @property
     def unknown_pixels(self) -> int:
@@ -88,7 +90,8 @@ def inspect_scene(scene: Scene, bands: tuple[int, ...], patch_size_px: int, unkn
                 "(lossy JPEG 2000 gives code 12 near class edges), treat codes outside 0-11 as no data."
             )
         crs = src.crs.to_string() if src.crs else None
-        return SceneInfo(scene, src.width, src.height, dtype, (abs(src.res[0]), abs(src.res[1])), crs, bad)
+        names = band_names(src, bands)
+        return SceneInfo(scene, src.width, src.height, dtype, (abs(src.res[0]), abs(src.res[1])), crs, bad, names)
 
 
 def inspect_scenes(
@@ -126,6 +129,12 @@ def inspect_scenes(
                     f"{_kind(first.dtype)}; all scenes need one data type. Make them all with Prepare L2A or "
                     "Download L2A at the same SOURCE (TCI for 8-bit)"
                 )
+            elif _named_apart(info.band_names, first.band_names):
+                problems.append(
+                    f"{info.scene.name}: its bands are {', '.join(info.band_names)}, those of {first.scene.name} "
+                    f"{', '.join(first.band_names)}; all scenes need the same bands in the same order. Give each "
+                    "scene's bands in one order (Prepare L2A and Download L2A write them with their names)"
+                )
             elif not np.allclose(info.resolution, first.resolution, rtol=RESOLUTION_TOLERANCE):
                 problems.append(
                     f"{info.scene.name}: its pixels are {_size(info.resolution)}, those of {first.scene.name} "
@@ -138,6 +147,15 @@ def inspect_scenes(
             + "\n- ".join(p.rstrip(".") for p in problems)
         )
     return infos
+
+
+def _named_apart(mine: tuple[str, ...], theirs: tuple[str, ...]) -> bool:
+    """Whether two scenes' band names differ where both are known."""
+    try:
+        check_same(theirs, mine, "", "")
+    except BandCountError:
+        return True
+    return False
 
 
 def _kind(dtype: str) -> str:

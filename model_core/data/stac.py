@@ -36,6 +36,7 @@ from rasterio.windows import Window
 from ..atomic import atomic_file
 from ..errors import CatalogueError, GridError, InputError
 from ..progress import SILENT, Progress, SubProgress, check_canceled
+from . import l2a_bands
 from .safe import (
     OFFSET_BASELINE,
     RESOLUTIONS_M,
@@ -53,7 +54,14 @@ DEFAULT_COLLECTION = "sentinel-2-l2a"
 TOKEN_ENV = "SCL_DEEPLAB_STAC_TOKEN"
 MANIFEST = "manifest.json"
 TRANSIENT_HTTP = (429, 500, 502, 503, 504)
-_REFLECTANCE = re.compile(r"^(red|green|blue|B0[234](_\d+m)?)$")
+_REFLECTANCE = re.compile(
+    r"^(coastal|red|green|blue|rededge[123]|nir|nir0[89]|swir16|swir22|(B0[1-9]|B1[0-2]|B8A)(_\d+m)?)$"
+)
+# Earth Search's asset key of each band (CDSE names them B8A_20m and so on).
+EARTH_SEARCH_BANDS = {
+    "B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
+    "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B11": "swir16", "B12": "swir22",
+}
 # Asset keys by role, Earth Search's first, then CDSE's ("{res}" is the chosen resolution).
 ASSET_KEYS = {
     "visual": ("TCI_{res}m", "visual", "TCI_10m", "TCI_20m", "TCI_60m"),
@@ -84,6 +92,7 @@ class DownloadConfig:
 
     source: Literal["TCI", "BANDS"] = "TCI"
     resolution_m: int = 20
+    bands: tuple[str, ...] = ()  # a band list (``l2a_bands``): uint16 reflectance instead of true colour
     retries: int = 4
     backoff_s: float = 2.0  # first wait; doubled after each failure
     rows_per_band: int = 512
@@ -242,7 +251,7 @@ def download(
     manifest = _write_manifest(folder, search_config, config, entries)
     ids = {i.id for i in items}
     done = [e for e in entries.values()
-            if e["id"] in ids and (e["source"], e["resolution_m"]) == (config.source, config.resolution_m)]
+            if e["id"] in ids and (e["source"], e["resolution_m"]) == (_source(config), config.resolution_m)]
     progress.info(f"{downloaded} item(s) downloaded, {skipped} already complete, into {folder}.")
     return DownloadResult(folder, manifest, done, downloaded, skipped)
 
@@ -256,14 +265,18 @@ def _download_item(
     headers: dict[str, str], progress: Progress,
 ) -> dict[str, Any] | None:
     res = config.resolution_m
-    roles = ("visual",) if config.source == "TCI" else ("red", "green", "blue")
+    roles = config.bands or (("visual",) if config.source == "TCI" else ("red", "green", "blue"))
     picked = {role: _pick(item, role, res) for role in (*roles, "scl")}
     missing = [role for role, asset in picked.items() if asset is None]
     if missing:
+        if config.bands:  # counted as a failure: when no item has the bands, the run fails saying so
+            has = [b for b in EARTH_SEARCH_BANDS if _pick(item, b, res) is not None]
+            raise _ItemFailed(f"Skipping {item.id}: it has no {', '.join(missing)} asset (its bands: "
+                              f"{', '.join(has)}). Choose bands from those.")
         progress.warn(f"Skipping {item.id}: it has no {', '.join(missing)} asset.")
         return None
     item = dataclasses.replace(item, assets=picked)
-    image_path = folder / f"{item.id}_{config.source}_{res}m.tif"
+    image_path = folder / f"{item.id}_{_label(config)}_{res}m.tif"
     scl_path = folder / f"{item.id}_SCL_{res}m.tif"
     delay = config.backoff_s
     for attempt in range(config.retries + 1):
@@ -308,12 +321,16 @@ def _write_item(
             return dict(entry, skipped=True)
 
         images = [stack.enter_context(_open_for(item.assets[r].href, res)) for r in roles]
+        if config.bands:
+            parts = [_reflectance_reader(item, band, src, res) for band, src in zip(roles, images)]
 
         def band_reader(src: rasterio.io.DatasetReader, role: str) -> Callable[[Window], np.ndarray]:
             terms = _dn_terms(item.assets[role])
             return lambda win: tci_from_dn(_read_resampled(src, (1,), win, res), *terms)
 
-        if config.source == "TCI":
+        if config.bands:
+            pass
+        elif config.source == "TCI":
             parts = [lambda win: np.round(_read_resampled(images[0], (1, 2, 3), win, res)).astype(np.uint8)]
         else:
             parts = [band_reader(src, role) for role, src in zip(roles, images)]
@@ -323,8 +340,35 @@ def _write_item(
 
         progress.info(f"{item.id}: reading {window.width} x {window.height} px at {res} m.")
         write_scene(image_path, scl_path, grid, window, parts, read_scl,
-                    rows_per_band=config.rows_per_band, progress=progress)
+                    rows_per_band=config.rows_per_band, progress=progress, descriptions=config.bands)
     return dict(entry, skipped=False)
+
+
+def _source(config: DownloadConfig) -> str:
+    """What the manifest records as an item's source: TCI, BANDS, or the band list joined by commas."""
+    return ",".join(config.bands) if config.bands else config.source
+
+
+def _label(config: DownloadConfig) -> str:
+    """The image file's kind: TCI, BANDS (true colour from reflectance) or BANDS-<names> for a band list."""
+    return f"BANDS-{''.join(config.bands)}" if config.bands else config.source
+
+
+def _reflectance_reader(
+    item: FoundItem, band: str, src: rasterio.io.DatasetReader, res: int
+) -> Callable[[Window], np.ndarray]:
+    """A reader of uint16 reflectance x 10000 (``l2a_bands``): finer pixels averaged, coarser ones repeated.
+
+    Raises:
+        InputError: the band's pixels are more than twice the chosen resolution (a 60 m band at 10 or 20 m).
+    """
+    if src.res[0] > res * l2a_bands.MAX_UPSAMPLING + 1e-6:
+        raise InputError(
+            f"{item.id} holds {band} at {src.res[0]:g} m; at {res} m each of its pixels would be copied "
+            f"{round(src.res[0] / res) ** 2} times. Choose RESOLUTION {round(src.res[0])}, or leave {band} out."
+        )
+    terms = _dn_terms(item.assets[band])
+    return lambda win: l2a_bands.reflectance_from_dn(_read_resampled(src, (1,), win, res), *terms)
 
 
 @contextmanager
@@ -437,7 +481,10 @@ def _found(item: Any) -> FoundItem:
 
 
 def _pick(item: FoundItem, role: str, res: int) -> Asset | None:
-    for key in ASSET_KEYS[role]:
+    keys = ASSET_KEYS.get(role) or (
+        role + "_{res}m", EARTH_SEARCH_BANDS.get(role, role), f"{role}_10m", f"{role}_20m", f"{role}_60m"
+    )
+    for key in keys:
         asset = item.assets.get(key.format(res=res))
         if asset is not None:
             return asset
@@ -449,7 +496,7 @@ def _entry(
 ) -> dict[str, Any]:
     return {
         "id": item.id, "datetime": item.datetime, "tile": item.tile, "cloud_cover": item.cloud_cover,
-        "processing_baseline": item.baseline, "source": config.source, "resolution_m": config.resolution_m,
+        "processing_baseline": item.baseline, "source": _source(config), "resolution_m": config.resolution_m,
         "crs": grid.crs.to_string(), "width": int(window.width), "height": int(window.height),
         "bounds": list(rasterio.windows.bounds(window, grid.transform)),
         "image": image.name, "scl": scl.name,
@@ -462,7 +509,8 @@ def _complete(image: Path, scl: Path, entry: dict[str, Any]) -> bool:
         return False
     try:
         with rasterio.open(image) as a, rasterio.open(scl) as b:
-            same = a.count == 3 and a.shape == b.shape == (entry["height"], entry["width"])
+            bands = 3 if entry["source"] in ("TCI", "BANDS") else len(entry["source"].split(","))
+            same = a.count == bands and a.shape == b.shape == (entry["height"], entry["width"])
             return same and np.allclose(a.bounds, entry["bounds"]) and a.crs.to_string() == entry["crs"]
     except rasterio.errors.RasterioIOError:
         return False
@@ -487,7 +535,7 @@ def _write_manifest(folder: Path, search_config: SearchConfig, config: DownloadC
         "search": {"bbox_wgs84": list(wgs84_bbox(search_config.extent, search_config.extent_crs)),
                    "start_date": search_config.start_date, "end_date": search_config.end_date,
                    "max_cloud_cover": search_config.max_cloud_cover, "max_items": search_config.max_items},
-        "source": config.source, "resolution_m": config.resolution_m,
+        "source": _source(config), "resolution_m": config.resolution_m,
         "items": sorted(entries.values(), key=lambda e: (e["datetime"], e["id"])),
     }
     path = folder / MANIFEST

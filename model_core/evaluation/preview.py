@@ -10,7 +10,7 @@ import numpy as np
 import rasterio
 from matplotlib.figure import Figure
 
-from .plotting import scl_legend, scl_rgb, true_colour
+from .plotting import band_picture, scl_legend, scl_rgb, true_colour
 
 SHOWN_PX = 256  # patches are drawn at most this many pixels wide
 OVERLAY_ALPHA = 0.45
@@ -44,19 +44,24 @@ def write_preview(folder: Path, manifest: dict[str, Any], path: Path, *, count: 
     """Draw the preview PNG of the patches listed in ``manifest`` (paths relative to ``folder``)."""
     patches = pick_patches(manifest["patches"], count, seed)
     scale = float(manifest["input_scale"])
+    names = manifest.get("band_names") or None  # manifests from before multispectral input: true colour
+    first = "True colour"
     rows = len(patches)
     n_scenes = len({p.get("scene", "") for p in manifest["patches"]})
     many = n_scenes > 1
     fig = Figure(figsize=(9.0, 3.0 * rows + 1.0), dpi=100)  # 3 in per row, 1 in for title and legend
     present: set[int] = set()
     for row, patch in enumerate(patches):
-        rgb, codes = _read(folder / patch["image"]), _read(folder / patch["mask"])[0]
-        picture = true_colour(rgb, scale)
+        raw, codes = _read(folder / patch["image"]), _read(folder / patch["mask"])[0]
+        if names is None:
+            picture = true_colour(raw[:3], scale)
+        else:
+            first, picture = band_picture(raw, names, str(manifest.get("dtype", "uint8")))
         colours = scl_rgb(codes).astype(np.float32) / 255.0
         labelled = (codes > 0)[..., None]
         overlay = np.where(labelled, (1 - OVERLAY_ALPHA) * picture + OVERLAY_ALPHA * colours, picture)
         present |= {int(c) for c in np.unique(codes)}
-        for col, (title, image) in enumerate((("True colour", picture), ("SCL", colours), ("Overlay", overlay))):
+        for col, (title, image) in enumerate(((first, picture), ("SCL", colours), ("Overlay", overlay))):
             ax = fig.add_subplot(rows, 3, row * 3 + col + 1)
             ax.imshow(image, interpolation="nearest")
             ax.set_xticks([])

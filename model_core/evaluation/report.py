@@ -23,10 +23,10 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .. import scl
-from ..data.radiometry import input_scale
+from ..data import bands
 from ..data.rasters import check_bands, extent_window, onto_grid, open_raster
 from .metrics import Evaluation, Scores
-from .plotting import scl_legend, scl_rgb, true_colour
+from .plotting import band_picture, scl_legend, scl_rgb
 
 FIGURE_MAX_PX = 1024  # longest side of each panel of the result figure
 DPI = 110
@@ -120,8 +120,12 @@ def result_figure(
                 onto_grid(image, pred_src, resampling=Resampling.bilinear, what="true-colour image")
             )
             check_bands(img_src, (1, 2, 3), what="true-colour image")
-            raw = img_src.read((1, 2, 3), window=window, out_shape=(3, *shape), resampling=Resampling.average)
-            panels.append(("True colour", true_colour(raw, input_scale(img_src.dtypes[0]))))
+            names = bands.band_names(img_src, range(1, img_src.count + 1))
+            if not any(bands.sentinel2_name(n) for n in names):
+                names = bands.RGB + names[3:]  # no band names: the first three are true colour, as always
+            shown = [i + 1 for i in bands.display_positions(names)]
+            raw = img_src.read(shown, window=window, out_shape=(3, *shape), resampling=Resampling.average)
+            panels.append(band_picture(raw, [names[i - 1] for i in shown], img_src.dtypes[0]))
         ref_src = stack.enter_context(onto_grid(reference, pred_src, what="reference SCL"))
         ref = ref_src.read(1, window=window, out_shape=shape, resampling=Resampling.nearest)
         pred = pred_src.read(1, window=window, out_shape=shape, resampling=Resampling.nearest)

@@ -7,7 +7,8 @@ opens it. ``meta`` holds:
 
 - ``architecture`` ("deeplabv3_resnet50"), ``num_classes`` (11), ``classes``
   ([{"code": 1, "name": ...}, ...] in class-index order), ``ignored_code`` (0);
-- ``input``: bands, band_order (red, green, blue), dtype, scale, mean, std; the
+- ``input``: bands, band_order (red, green, blue for true colour; Sentinel-2 band names such as
+  B04 or B8A, or ``band n``, for multispectral input), dtype, scale, mean, std; the
   network sees ``(clip(raw / scale, 0, 1) - mean) / std``. Written by
   ``input_to_meta`` and read by ``input_from_meta``, nowhere else;
 - ``patch_size``, ``aux`` (whether the auxiliary head was trained);
@@ -40,7 +41,7 @@ import torch
 from .. import scl
 from ..atomic import atomic_file
 from ..errors import CheckpointError
-from . import aspp
+from . import aspp, input_conv
 from .model import ARCHITECTURE, build_model
 from .model_input import RGB, ModelInput, input_from_meta, input_to_meta  # noqa: F401 - the checkpoint's input pair
 
@@ -183,6 +184,9 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[to
     payload = load_checkpoint(path)
     state = {k: v for k, v in payload["state_dict"].items() if not k.startswith("aux_classifier.")}
     model = build_model(aux=False, initialise=False, aspp_rates=aspp.read_rates(payload["meta"]))
+    first = state.get(input_conv.FIRST_CONV)
+    if isinstance(first, torch.Tensor) and first.dim() == 4:
+        input_conv.set_input_bands(model, int(first.shape[1]))  # multispectral models read more than 3 bands
     try:
         model.load_state_dict(state, assign=True)
     except RuntimeError as exc:

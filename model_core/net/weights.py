@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from torch import nn
 
 from ..errors import BandCountError, CheckpointError, InputError, WeightsNotFoundError
 from ..progress import SILENT, Progress
-from . import checkpoint, weight_sets
+from . import checkpoint, input_conv, weight_sets
 from .weight_sets import CHOICES, IMAGENET_MEAN, IMAGENET_STD, WeightSet, hub_checkpoints
 
 log = logging.getLogger(__name__)
@@ -93,17 +94,21 @@ def _not_found(weights: WeightSet) -> WeightsNotFoundError:
 
 
 def check_bands(weights: WeightSet, bands: int = 3) -> None:
-    """``BandCountError`` unless ``weights`` take the ``bands`` input bands training feeds them."""
-    if weights.bands != bands:
+    """``BandCountError`` unless ``weights`` can take the ``bands`` input bands training feeds them.
+
+    True-colour sets serve any band count (widened); a multispectral set needs exactly its bands.
+    """
+    if weights.bands != 3 and weights.bands != bands:
         raise BandCountError(
             f'PRETRAINED "{weights.name}" ({weights.title}) expects {weights.bands} Sentinel-2 bands ({weights.input}); '
-            f"this plugin trains on {bands}-band true colour for now (multispectral input is not supported yet). "
-            "For true colour choose satlas-rgb or ssl4eo-rgb."
+            f"these patches have {bands}. Make patches with those {weights.bands} bands in that order, or choose "
+            "satlas-rgb or ssl4eo-rgb (true colour; these, coco and imagenet are widened to any bands that "
+            "include B04, B03, B02)."
         )
 
 
 def resolve(
-    pretrained: str = "auto", weights_file: Path | str | None = None, *, progress: Progress = SILENT
+    pretrained: str = "auto", weights_file: Path | str | None = None, *, progress: Progress = SILENT, bands: int = 3
 ) -> tuple[str, Path | None]:
     """Which weights to start from: (kind, file) with kind a weight set's name, "file" or "none".
 
@@ -112,7 +117,7 @@ def resolve(
     Raises:
         WeightsNotFoundError: a named set asked for and not on disk, or
             ``weights_file`` does not exist.
-        BandCountError: the named set expects other bands than true colour.
+        BandCountError: the named set expects other bands than the ``bands`` of the patches.
     """
     if weights_file:
         path = Path(weights_file)
@@ -126,7 +131,7 @@ def resolve(
         return "none", None
     if pretrained != "auto":
         weights = weight_sets.weight_set(pretrained)
-        check_bands(weights)
+        check_bands(weights, bands)
         found = weights.find()
         if found is None:
             raise _not_found(weights)
@@ -184,22 +189,32 @@ def _backbone_name(state: dict[str, torch.Tensor]) -> str:
     return f"{prefix}{depth}" if depth else f"a ResNet with {len(blocks)} blocks in layer3"
 
 
-def load_into(model: nn.Module, path: Path) -> tuple[list[str], dict[str, Any] | None]:
+def load_into(
+    model: nn.Module, path: Path, rgb: Sequence[int] | None = None
+) -> tuple[list[str], dict[str, Any] | None]:
     """Copy the tensors of ``path`` into ``model``; returns (keys left fresh, checkpoint meta or None).
 
     Final classifier layers of another shape are left fresh; any other missing or
     misfitting backbone tensor means the file is not DeepLabv3/ResNet50 weights.
+    True-colour weights go into a model reading more bands widened (``input_conv.widen``)
+    when ``rgb`` says where red, green and blue sit among its bands.
     """
     raw, meta = _read_state_dict(path)
     state = deeplab_keys(raw)
     own = model.state_dict()
-    first = "backbone.conv1.weight"
+    first = input_conv.FIRST_CONV
     if first in state and first in own and state[first].dim() == 4 and state[first].shape[1] != own[first].shape[1]:
-        raise BandCountError(
-            f"The weights in {path} take {state[first].shape[1]} input bands; this model reads "
-            f"{own[first].shape[1]} (true colour). Choose weights made for true colour (satlas-rgb, ssl4eo-rgb, "
-            "coco or imagenet)."
-        )
+        theirs, mine = state[first].shape[1], own[first].shape[1]
+        if theirs != 3 or rgb is None:
+            raise BandCountError(
+                f"The weights in {path} take {theirs} input bands; this model reads {mine}"
+                + (" (true colour)" if mine == 3 else "")
+                + ". Choose weights made for true colour (satlas-rgb, ssl4eo-rgb, coco or imagenet)"
+                + (", with red, green and blue (B04, B03, B02) among the bands," if mine != 3 else "")
+                + f" or weights for {mine} bands, or PRETRAINED none."
+            )
+        state = {**state, first: input_conv.widen(state[first], mine, rgb)}
+        log.info("Widened the true-colour first convolution of %s to %d bands", path, mine)
     fresh = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     bad = [k for k in fresh if not k.startswith(FINAL_LAYERS)]
     # Files saved without BatchNorm's step counters lose nothing: the counters are unused with a momentum.
@@ -243,11 +258,14 @@ def _weight_set_of(kind: str, path: Path) -> WeightSet | None:
     return None
 
 
-def load_weights(model: nn.Module, kind: str, path: Path | None) -> WeightsSource:
-    """Load the weights ``resolve`` chose into ``model``; returns their source and normalisation."""
+def load_weights(model: nn.Module, kind: str, path: Path | None, rgb: Sequence[int] | None = None) -> WeightsSource:
+    """Load the weights ``resolve`` chose into ``model``; returns their source and normalisation.
+
+    ``rgb``: where red, green and blue sit among the model's bands, for widening true-colour weights.
+    """
     if path is None:
         return WeightsSource("none")
-    fresh, meta = load_into(model, path)
+    fresh, meta = load_into(model, path, rgb)
     if kind == "file" and meta is not None:
         spec = checkpoint.input_from_meta(meta, str(path))
         return WeightsSource("checkpoint", str(path), spec.mean, spec.std, tuple(fresh))  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from rasterio.windows import transform as window_transform
 
 from .. import scl
 from ..atomic import atomic_file
+from ..data import bands as band_lists
 from ..data.radiometry import to_unit
 from ..data.raster_write import checked_raster
 from ..data.rasters import extent_window, label_profile, open_raster
@@ -57,22 +58,38 @@ FAST_MIN_TILE_PX = 128  # below this, fast mode's stride-16 grid is too coarse t
 
 
 def choose_bands(src: rasterio.io.DatasetReader, spec: ModelInput, bands: Sequence[int] | None) -> tuple[int, ...]:
-    """The scene's bands to feed the model, after checking count and data type against the checkpoint."""
+    """The scene's bands to feed the model, after checking count, names and data type against the checkpoint.
+
+    Without ``bands``: the bands whose descriptions carry the model's band names, else the first ones.
+    """
     wanted = len(spec.band_order)
-    if src.count < wanted:
-        raise BandCountError(
-            f"The scene {src.name} has {src.count} band(s), but the model expects {spec.describe()}. "
-            "Use a true-colour raster (e.g. the Sentinel-2 TCI) or a multi-band scene and pick its bands with BANDS."
-        )
-    chosen = tuple(int(b) for b in bands) if bands else tuple(range(1, wanted + 1))
-    if len(chosen) != wanted:
-        raise BandCountError(
-            f"BANDS lists {len(chosen)} band(s) {list(chosen)}, but the model expects {spec.describe()}. "
-            f"Pick the scene's {', '.join(spec.band_order)} bands, in that order."
-        )
+    if bands:
+        chosen = tuple(int(b) for b in bands)
+        if len(chosen) != wanted:
+            raise BandCountError(
+                f"BANDS lists {len(chosen)} band(s) {list(chosen)}, but the model expects {spec.describe()}. "
+                f"Pick the scene's {', '.join(spec.band_order)} bands, in that order."
+            )
+    else:
+        chosen = band_lists.by_name(src, spec.band_order) or tuple(range(1, wanted + 1))
+        if src.count < wanted:
+            has = ", ".join(band_lists.band_names(src, range(1, src.count + 1)))
+            raise BandCountError(
+                f"The scene {src.name} has {src.count} band(s) ({has}), "
+                f"but the model expects {spec.describe()}. "
+                + ("Use a true-colour raster (e.g. the Sentinel-2 TCI) or a multi-band scene and pick its bands with "
+                   "BANDS." if band_lists.is_true_colour(spec.band_order) else
+                   "Use a scene with those bands (Prepare L2A or Download L2A with that band list).")
+            )
     missing = [b for b in chosen if b < 1 or b > src.count]
     if missing:
         raise BandCountError(f"The scene {src.name} has {src.count} bands; band(s) {missing} do not exist.")
+    named = band_lists.by_name(src, spec.band_order)
+    hint = f" (BANDS={','.join(map(str, named))} here)" if named else ""
+    band_lists.check_same(
+        spec.band_order, band_lists.band_names(src, chosen), f"The scene {src.name} (bands {list(chosen)})",
+        f"The model was trained on {spec.describe()}: pick those bands in that order with BANDS{hint}.",
+    )
     dtypes = {src.dtypes[b - 1] for b in chosen}
     if dtypes != {spec.dtype}:
         found = ", ".join(sorted(dtypes))

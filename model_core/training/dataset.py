@@ -98,8 +98,12 @@ def check_patches(manifest: Manifest, *, progress: Progress = SILENT) -> dict[st
             check_canceled(progress)
         with open_raster(record.image) as img, open_raster(record.mask) as msk:
             check_readable(img)
-            if img.count < 3:
-                raise ManifestError(f"Patch image {record.image} has {img.count} band(s); 3 (R, G, B) are needed.")
+            wanted = len(manifest.bands)
+            if img.count != wanted:
+                raise ManifestError(
+                    f"Patch image {record.image} has {img.count} band(s); the manifest's patches have {wanted} "
+                    f"({', '.join(manifest.input_names)}). Run Make patches again."
+                )
             shapes = {(img.width, img.height), (msk.width, msk.height)}
             if shapes != {(size, size)}:
                 raise ManifestError(
@@ -157,8 +161,33 @@ def radiometric_jitter(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
 
 
+def band_statistics(records: Sequence[PatchRecord], scale: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band mean and std of the patches' valid pixels in 0-1 (raw / ``scale``), for multispectral input.
+
+    Pixels whose bands are all 0 (no data) are left out; a band without spread gets std 1.
+    """
+    total = total_sq = None
+    count = 0
+    for record in records:
+        with open_raster(record.image) as img:
+            raw = img.read()
+        unit = to_unit(raw, scale).reshape(raw.shape[0], -1).astype(np.float64)
+        unit = unit[:, (raw.reshape(raw.shape[0], -1) != 0).any(axis=0)]
+        total = unit.sum(axis=1) if total is None else total + unit.sum(axis=1)
+        total_sq = (unit**2).sum(axis=1) if total_sq is None else total_sq + (unit**2).sum(axis=1)
+        count += unit.shape[1]
+    if not count:
+        raise ManifestError(
+            "The training patches hold no valid pixels to measure the bands on. Run Make patches again."
+        )
+    mean = total / count  # type: ignore[operator]
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))  # type: ignore[operator]
+    std = np.where(std > 1e-6, std, 1.0)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 class PatchDataset(Dataset):
-    """Image patches as normalised (3, H, W) float32 tensors, masks as (H, W) int64 class indices."""
+    """Image patches as normalised (bands, H, W) float32 tensors, masks as (H, W) int64 class indices."""
 
     def __init__(
         self,
@@ -173,8 +202,8 @@ class PatchDataset(Dataset):
         """``augment``: random flips and quarter turns; ``radiometric``: also ``radiometric_jitter``."""
         self.records = list(records)
         self.scale = scale
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
         self.augment = augment
         self.radiometric = radiometric
 
@@ -186,7 +215,7 @@ class PatchDataset(Dataset):
         i, augmentation_seed = item if isinstance(item, tuple) else (item, item)
         record = self.records[i]
         with open_raster(record.image) as img, open_raster(record.mask) as msk:
-            raw = img.read((1, 2, 3))
+            raw = img.read(tuple(range(1, len(self.mean) + 1)))
             codes = msk.read(1)
         unit = to_unit(raw, self.scale)
         target = scl.code_to_index(codes)

@@ -29,9 +29,11 @@ import torch
 from torch import nn
 
 from ..atomic import remove_stale_parts
+from ..data import bands
+from ..data.radiometry import input_scale
 from ..errors import Canceled, CheckpointError, InputError, TrainingError
 from ..evaluation import metrics
-from ..net import aspp, checkpoint
+from ..net import aspp, checkpoint, input_conv, weight_sets
 from ..net import model as model_lib
 from ..net.device import Precision, describe, pick_device, pick_precision
 from ..net.weights import WeightsSource, load_weights
@@ -39,7 +41,7 @@ from ..net.weights import resolve as resolve_weights
 from ..progress import SILENT, Progress, SubProgress
 from . import distributed, recipe
 from .config import TrainConfig, TrainResult
-from .dataset import Manifest, check_patches, load_manifests
+from .dataset import Manifest, band_statistics, check_patches, load_manifests
 from .loop import Loop, device_errors
 
 
@@ -65,16 +67,25 @@ def seed_everything(seed: int) -> None:
 
 
 def _start(
-    config: TrainConfig, resume: Path | None, start: tuple[str, Path | None], build: Callable[..., nn.Module]
+    config: TrainConfig,
+    resume: Path | None,
+    start: tuple[str, Path | None],
+    build: Callable[..., nn.Module],
+    names: tuple[str, ...] = bands.RGB,
 ) -> tuple[nn.Module, dict[str, Any], WeightsSource | None]:
-    """The model with its starting weights, and the metadata carried over from ``resume``."""
+    """The model (reading the bands ``names``) with its starting weights, and the metadata carried over from
+    ``resume``."""
     if resume is None:
         net = build(aux=config.aux)
-        return net, {}, load_weights(net, *start)
+        input_conv.set_input_bands(net, len(names))
+        return net, {}, load_weights(net, *start, rgb=bands.rgb_positions(names))
     payload = checkpoint.load_checkpoint(resume)
     state, meta = payload["state_dict"], payload["meta"]
-    checkpoint.input_from_meta(meta, str(resume))  # refuse a checkpoint that does not record its input
+    recorded = checkpoint.input_from_meta(meta, str(resume))  # refuse a checkpoint that does not record its input
+    bands.check_same(recorded.band_order, names, "The patches", f"{resume} was trained on {recorded.describe()}; "
+                     "make patches with those bands, in that order, to continue training it.")
     net = build(aux=config.aux or any(k.startswith("aux_classifier.") for k in state))
+    input_conv.set_input_bands(net, len(names))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("aux_classifier.")]:
         raise CheckpointError(f"The weights in {resume} do not fit the model: {(unexpected or missing)[:3]}. Retrain.")
@@ -182,7 +193,9 @@ def train(
         raise InputError("Training needs at least 2 training patches (DeepLab's BatchNorm needs batches of 2).")
     distributed.check_shares(len(manifest.train), ranks)
     # Weights not on disk fail now, not after building the model.
-    start = ("none", None) if resume else resolve_weights(config.pretrained, config.weights_file, progress=progress)
+    start = ("none", None) if resume else resolve_weights(
+        config.pretrained, config.weights_file, progress=progress, bands=len(manifest.bands)
+    )
     config = recipe.for_start(config, start[0], resuming=resume is not None, progress=progress)
     device = distributed.device_for(pick_device(config.device), ranks)
     precision = pick_precision(device, config.precision)
@@ -208,7 +221,8 @@ def _train(
 ) -> TrainResult:
     """The epochs of ``train``, once the data is checked and the device (and process group) are ready."""
     seed_everything(config.seed)
-    net, previous, source = _start(config, resume, start, build)
+    names = manifest.input_names
+    net, previous, source = _start(config, resume, start, build, names)
     rates = aspp.rates_for(config.aspp_rates, manifest.patch_size, aspp.read_rates(previous) if previous else None)
     if model_lib.set_aspp_rates(net, rates) and (note := aspp.small_patch_note(manifest.patch_size, rates)):
         (progress.info if rates != aspp.STANDARD_RATES else progress.warn)(note)
@@ -225,8 +239,10 @@ def _train(
     if previous:
         recorded = checkpoint.input_from_meta(previous, str(resume))
         mean, std = recorded.mean, recorded.std
-    else:
+    elif bands.is_true_colour(names):
         mean, std = source.mean, source.std  # type: ignore[union-attr]
+    else:
+        mean, std = _multispectral_normalisation(manifest, source, progress)
     model_lib.freeze_for(net, config.stage)  # type: ignore[arg-type]
     net.to(device=device, memory_format=torch.channels_last)
     meta = _base_meta(manifest, config, net, mean, std, previous, source)
@@ -282,7 +298,10 @@ def _base_meta(
     source: WeightsSource | None,
 ) -> dict[str, Any]:
     return {
-        **checkpoint.input_to_meta(checkpoint.ModelInput.rgb(manifest.dtype, manifest.input_scale, mean, std)),
+        **checkpoint.input_to_meta(
+            checkpoint.ModelInput(manifest.input_names, manifest.dtype, float(manifest.input_scale),
+                                  tuple(float(v) for v in mean), tuple(float(v) for v in std))
+        ),
         "patch_size": manifest.patch_size,
         "aux": model_lib.has_aux(net),
         "aspp_rates": model_lib.aspp_rates(net),
@@ -291,6 +310,26 @@ def _base_meta(
         "weights_source": previous.get("weights_source") if previous else source.to_meta(),  # type: ignore[union-attr]
         "config": asdict(config),
     }
+
+
+def _multispectral_normalisation(
+    manifest: Manifest, source: WeightsSource | None, progress: Progress
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band mean and std for multispectral patches: the training patches' own, or those of a
+    multispectral weight set of exactly these bands (its statistics are on true-colour units, x / 2500)."""
+    n = len(manifest.bands)
+    if source is not None and source.kind == "checkpoint" and len(source.mean) == n:
+        return source.mean, source.std
+    chosen = next((w for w in weight_sets.WEIGHT_SETS if w.name == getattr(source, "kind", None)), None)
+    if chosen is not None and chosen.bands == n != 3:
+        factor = input_scale(manifest.dtype) / manifest.input_scale  # one value for all bands in such sets
+        return (chosen.mean[0] * factor,) * n, (chosen.std[0] * factor,) * n
+    mean, std = band_statistics(manifest.train, manifest.input_scale)
+    progress.info(
+        f"Bands {', '.join(manifest.input_names)} (values / {manifest.input_scale:g}) normalised by the training "
+        "patches' mean and std: " + ", ".join(f"{m:.3f}/{s:.3f}" for m, s in zip(mean, std)) + "."
+    )
+    return mean, std
 
 
 def _stage_record(

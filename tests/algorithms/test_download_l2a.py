@@ -112,3 +112,25 @@ def test_downloadl2a_takes_credentials_from_the_auth_manager(provider, httpserve
     for where, text in {"feedback": feedback.text, "logging": caplog.text, "QGIS log": "\n".join(qgis_log),
                         "stdout": captured.out, "stderr": captured.err, "output files": written}.items():
         assert "pa55" not in text and basic not in text and basic.split()[1] not in text, where
+
+
+def test_downloadl2a_band_list_through_qgis_process(qgis_process_json, httpserver, tmp_path):
+    """Issue 18: BAND_LIST "SCL bands" writes six named reflectance bands per item."""
+    site = serve_stac(httpserver, uuid.uuid4().hex[:8],
+                      [make_item("S2B_32TQM_20230704_0_L2A", "2023-07-04", 10.0, nir_swir=True)])
+    results = qgis_process_json("scldeeplab:downloadl2a",
+                                **params(site, tmp_path / "out", RESOLUTION=20, BAND_LIST="SCL bands"))
+    assert int(results["ITEM_COUNT"]) == 1
+    with rasterio.open(tmp_path / "out" / "S2B_32TQM_20230704_0_L2A_BANDS-B02B03B04B8AB11B12_20m.tif") as img:
+        assert img.descriptions == ("B02", "B03", "B04", "B8A", "B11", "B12") and img.dtypes[0] == "uint16"
+        assert img.res == (20.0, 20.0) and img.read().min() >= 1  # all valid: reflectance at least 1
+
+
+def test_downloadl2a_refuses_an_unknown_band_before_searching(provider, httpserver, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    site = serve_stac(httpserver, uuid.uuid4().hex[:8], [make_item("S2B_32TQM_20230704_0_L2A", "2023-07-04", 10.0)])
+    with pytest.raises(QgsProcessingException, match="names B14, not L2A bands"):
+        processing.run("scldeeplab:downloadl2a", params(site, tmp_path / "out", BAND_LIST="B04,B14"))
+    assert not site.requests and not (tmp_path / "out").exists()

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import rasterio
 from qgis.core import QgsProcessingException
-
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
 from scl_deeplab.model_core.prediction.tiling import TilingConfig
 from scl_deeplab.tests.onnx_models import fitted_blocks

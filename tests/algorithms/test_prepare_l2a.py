@@ -54,3 +54,32 @@ def test_preparel2a_through_qgis_process(qgis_process_json, tmp_path):
     with rasterio.open(tmp_path / "rgb.tif") as img, rasterio.open(tmp_path / "scl.tif") as labels:
         assert np.array_equal(img.read(), product.arrays[("TCI", 60)])
         assert np.array_equal(labels.read(1), product.arrays[("SCL", 20)][1::3, 1::3])
+
+
+def test_preparel2a_band_list_preset_then_makepatches_reads_the_names(provider, tmp_path):
+    """Issue 18: BAND_LIST "SCL bands" gives six named reflectance bands that Make patches records by name."""
+    import json
+
+    import processing
+    from qgis.core import QgsProcessingException
+    from scl_deeplab.tests.l2a_builders import NIR_SWIR
+
+    product = make_safe(tmp_path / "in", "04.00", extra_bands=NIR_SWIR, seed=1)
+    result = processing.run("scldeeplab:preparel2a", {
+        "INPUT": str(product.path), "RESOLUTION": "20", "BAND_LIST": "SCL bands",
+        "OUTPUT_IMAGE": str(tmp_path / "bands.tif"), "OUTPUT_SCL": str(tmp_path / "scl.tif"),
+    })
+    with rasterio.open(result["OUTPUT_IMAGE"]) as img:
+        assert img.descriptions == ("B02", "B03", "B04", "B8A", "B11", "B12") and img.dtypes[0] == "uint16"
+        assert np.array_equal(img.read(4)[1:, 3:], product.arrays[("B8A", 20)][1:, 3:].astype(np.int64).clip(1001)
+                              - 1000)  # offset -1000 applied; the first row's edge cases are in test_l2a_bands
+    processing.run("scldeeplab:makepatches", {
+        "INPUT": result["OUTPUT_IMAGE"], "MASK": result["OUTPUT_SCL"], "BANDS": "1,2,3,4,5,6", "PATCH_SIZE": 8,
+        "MIN_VALID_FRACTION": 0.1, "OUTPUT_FOLDER": str(tmp_path / "patches")})
+    manifest = json.loads((tmp_path / "patches" / "index.json").read_text(encoding="utf-8"))
+    assert manifest["band_names"] == ["B02", "B03", "B04", "B8A", "B11", "B12"] and manifest["input_scale"] == 10000
+    with pytest.raises(QgsProcessingException, match="names B13, not L2A bands"):
+        processing.run("scldeeplab:preparel2a", {
+            "INPUT": str(product.path), "BAND_LIST": "B04,B13",
+            "OUTPUT_IMAGE": str(tmp_path / "x.tif"), "OUTPUT_SCL": str(tmp_path / "x_scl.tif")})
+    assert not (tmp_path / "x.tif").exists()

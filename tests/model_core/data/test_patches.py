@@ -129,10 +129,14 @@ def _intersect(a: Window, b: Window) -> bool:
 
 def test_parse_bands():
     assert parse_bands("4, 3,2") == (4, 3, 2)
-    with pytest.raises(InputError, match="not three band numbers"):
-        parse_bands("1,2")
-    with pytest.raises(InputError, match="not three band numbers"):
+    # Issue 18: any number of bands (multispectral input); what is not a list of band numbers is still refused.
+    assert parse_bands("3,2,1,4,5,6") == (3, 2, 1, 4, 5, 6)
+    assert parse_bands("1,2") == (1, 2)
+    with pytest.raises(InputError, match="not band numbers"):
         parse_bands("red,green,blue")
+    for bad in ("", "0,1,2", "1,1,2"):
+        with pytest.raises(InputError, match="not band numbers"):
+            parse_bands(bad)
 
 
 # --- make_patches -----------------------------------------------------------------------------
@@ -173,7 +177,9 @@ def test_manifest_follows_the_contract(tmp_path):
         "format", "version", "patch_size", "stride", "bands", "dtype", "input_scale", "crs", "source", "split",
         "seed", "val_fraction", "min_valid_fraction", "class_histogram", "patches",
         "scenes", "train_scenes", "val_scenes",  # version 2: the scenes the patches came from
+        "band_names",  # issue 18: the names of the bands the model reads
     }
+    assert manifest["band_names"] == ["red", "green", "blue"]  # three bands without descriptions are true colour
     assert manifest["format"] == "scl-deeplab-patches" and manifest["version"] == 2
     assert (manifest["patch_size"], manifest["stride"], manifest["bands"]) == (32, 16, [1, 2, 3])
     assert (manifest["dtype"], manifest["input_scale"], manifest["crs"]) == ("uint8", 255.0, "EPSG:32633")

@@ -213,3 +213,38 @@ def test_a_400_echoing_the_token_masks_it_and_does_not_say_try_again(httpserver,
     message = str(caught.value)
     assert "HTTP 400" in message and "invalid filter for key=***" in message
     assert "tok-9f8e7d" not in message and "try again" not in message.lower()
+
+
+@pytest.mark.parametrize("cdse", [False, True])
+def test_a_band_list_gives_named_reflectance_with_the_offset(httpserver, tmp_path, cdse):
+    """Issue 18: B04,B03,B02,B8A,B11,B12 at 20 m: 10 m bands averaged, 20 m ones as they are, offset applied."""
+    item_id = "S2A_32TQM_20230710_0_L2A"
+    site = site_with(httpserver, make_item(item_id, "2023-07-10", 5.0, baseline="04.00", cdse=cdse, nir_swir=True))
+    bands = ("B04", "B03", "B02", "B8A", "B11", "B12")
+    result = download(search_config(site), fast(resolution_m=20, bands=bands), tmp_path)
+    image = tmp_path / f"{item_id}_BANDS-B04B03B02B8AB11B12_20m.tif"
+    with rasterio.open(image) as img:
+        assert (img.count, img.dtypes[0], img.nodata, img.descriptions) == (6, "uint16", 0.0, bands)
+        col, row = round((img.bounds.left - ORIGIN[0]) / 20), round((ORIGIN[1] - img.bounds.top) / 20)
+        got = img.read()
+    arrays = site.arrays[item_id]
+    keys = {"B04": "B04_10m", "B8A": "B8A_20m"} if cdse else {"B04": "red", "B8A": "nir08"}
+    fine = arrays[keys["B04"]].astype(np.float64)
+    mean = fine.reshape(30, 2, 30, 2).mean(axis=(1, 3))  # all pixels valid (DN 1-5999)
+    expected_red = np.clip(np.rint(mean - 1000), 1, None)[row:row + img.height, col:col + img.width]
+    assert np.abs(got[0].astype(np.int64) - expected_red).max() <= 1  # the mean of DN, then the offset
+    expected_nir = np.clip(arrays[keys["B8A"]].astype(np.int64) - 1000, 1, None)[row:row + img.height,
+                                                                                  col:col + img.width]
+    assert np.array_equal(got[3], expected_nir)
+    assert result.items[0]["source"] == ",".join(bands)
+    again = download(search_config(site), fast(resolution_m=20, bands=bands), tmp_path)
+    assert again.downloaded == 0 and again.skipped == 1  # complete files are recognised
+
+
+def test_a_band_list_naming_a_band_the_item_lacks_skips_it_naming_its_bands(httpserver, tmp_path):
+    site = site_with(httpserver, make_item("S2A_32TQM_20230710_0_L2A", "2023-07-10", 5.0))
+    progress = RecordingProgress()
+    with pytest.raises(CatalogueError):
+        download(search_config(site), fast(resolution_m=20, bands=("B04", "B8A")), tmp_path, progress=progress)
+    assert any("has no B8A asset (its bands: B02, B03, B04)" in m for m in progress.lines)
+    assert not list(tmp_path.glob("*.tif"))

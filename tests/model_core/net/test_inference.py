@@ -177,3 +177,26 @@ def test_dilated_convolution_as_taps_equals_the_convolution(size, dilation):
     assert got.shape == expected.shape == (2, 5, *size)
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
     assert not TapConv2d.fits(torch.nn.Conv2d(8, 5, 3, padding=1, dilation=2))  # padding other than dilation
+
+
+@pytest.mark.parametrize("dtype, fast", [(None, False), (torch.bfloat16, False), (None, True)])
+def test_six_band_model_runs_every_cpu_speed_path(dtype, fast):
+    """Issue 18: BatchNorm folding, bfloat16, Winograd and fast mode take a widened first convolution."""
+    from scl_deeplab.model_core.net import input_conv
+
+    x, codes = blocks()
+    x6 = torch.cat([x, x.flip(1) * 0.5], dim=1)  # three further bands that follow the classes too
+    torch.manual_seed(1)
+    net = build_model(aux=True)
+    input_conv.set_input_bands(net, 6)
+    net = fit_to_blocks(net, x6, codes)
+    prep = prepare(net, Precision(dtype, "test"), fast=fast)
+    assert prep.model.backbone.conv1.in_channels == 6
+    with torch.no_grad():
+        plain = net(x6)["out"].argmax(1)
+    logits = run(prep, x6)
+    assert logits.shape == (1, scl.NUM_CLASSES, SIDE, SIDE)
+    assert (plain[0].numpy() + 1 == codes).mean() > 0.95
+    # Fast mode smooths class edges (output stride 16), so a few more pixels differ there.
+    agree = (logits.argmax(1) == plain).float().mean()
+    assert agree >= (0.9 if fast else AGREEMENT)

@@ -181,3 +181,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_multispectral_weights_serve_patches_of_their_own_thirteen_bands(folders):
+    """Issue 18: ssl4eo-ms is accepted for 13-band patches and loads into a 13-band model as it is."""
+    ms = weight_sets.weight_set("ssl4eo-ms")
+    ms.folder.mkdir(parents=True, exist_ok=True)
+    torch.save(_torchgeo_layout(13), ms.path)
+    assert weights.resolve("ssl4eo-ms", bands=13) == ("ssl4eo-ms", ms.path)
+    with pytest.raises(BandCountError, match="expects 13 Sentinel-2 bands.*these patches have 6"):
+        weights.resolve("ssl4eo-ms", bands=6)
+    net = _deeplab(13)
+    source = weights.load_weights(net, "ssl4eo-ms", ms.path)
+    assert source.kind == "ssl4eo-ms" and net.backbone.conv1.weight.shape[1] == 13
