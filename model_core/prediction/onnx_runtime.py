@@ -22,9 +22,9 @@ import numpy as np
 
 from .. import scl
 from ..errors import CheckpointError, DeviceError, SclDeepLabError
+from ..net.model_input import ModelInput
 from ..progress import SILENT, Progress
 from .onnx_metadata import OnnxModelInfo, read_info
-from .predict import ModelInput
 
 log = logging.getLogger(__name__)
 
