@@ -20,24 +20,24 @@ from ..model_core.net.weight_sets import BASE_URL_ENV, NAMES, summary, weight_se
 from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions
 
 _PROXY_ERRORS = (
-    QNetworkReply.ProxyConnectionRefusedError,
-    QNetworkReply.ProxyConnectionClosedError,
-    QNetworkReply.ProxyNotFoundError,
-    QNetworkReply.ProxyTimeoutError,
+    QNetworkReply.NetworkError.ProxyConnectionRefusedError,
+    QNetworkReply.NetworkError.ProxyConnectionClosedError,
+    QNetworkReply.NetworkError.ProxyNotFoundError,
+    QNetworkReply.NetworkError.ProxyTimeoutError,
 )
 # Errors after which the same request may well work: the line dropped, or the server was slow.
 _PASSING_ERRORS = (
-    QNetworkReply.RemoteHostClosedError,
-    QNetworkReply.TimeoutError,
-    QNetworkReply.TemporaryNetworkFailureError,
-    QNetworkReply.NetworkSessionFailedError,
-    QNetworkReply.UnknownNetworkError,
+    QNetworkReply.NetworkError.RemoteHostClosedError,
+    QNetworkReply.NetworkError.TimeoutError,
+    QNetworkReply.NetworkError.TemporaryNetworkFailureError,
+    QNetworkReply.NetworkError.NetworkSessionFailedError,
+    QNetworkReply.NetworkError.UnknownNetworkError,
 )
 
 
 def _proxy_name() -> str | None:
     proxy = QgsNetworkAccessManager.instance().fallbackProxy()
-    if proxy.type() in (QNetworkProxy.NoProxy, QNetworkProxy.DefaultProxy) or not proxy.hostName():
+    if proxy.type() in (QNetworkProxy.ProxyType.NoProxy, QNetworkProxy.ProxyType.DefaultProxy) or not proxy.hostName():
         return None
     return f"{proxy.hostName()}:{proxy.port()}"
 
@@ -59,27 +59,27 @@ class QgisTransport:
         request = QNetworkRequest(QUrl(url))
         request.setRawHeader(b"Range", f"bytes={start}-{end}".encode())
         # Qt follows redirects (mirrors often send files on to a CDN) and keeps the Range header.
-        request.setAttribute(QNetworkRequest.RedirectPolicyAttribute, QNetworkRequest.NoLessSafeRedirectPolicy)
+        request.setAttribute(QNetworkRequest.Attribute.RedirectPolicyAttribute, QNetworkRequest.RedirectPolicy.NoLessSafeRedirectPolicy)
         blocking = QgsBlockingNetworkRequest()
         if self._auth_config:
             blocking.setAuthCfg(self._auth_config)
         code = blocking.get(request, True, self._cancel)
         reply = blocking.reply()
-        status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
+        status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
         content_range = bytes(reply.rawHeader(b"Content-Range")).decode("latin-1") or None
         if code == QgsBlockingNetworkRequest.NoError:
             return Reply(int(status or 200), bytes(reply.content()), content_range)
         if status == 416:
             return Reply(416, b"", content_range)
         if status and int(status) >= 400:
-            reason = reply.attribute(QNetworkRequest.HttpReasonPhraseAttribute) or ""
+            reason = reply.attribute(QNetworkRequest.Attribute.HttpReasonPhraseAttribute) or ""
             raise http_failure(int(status), str(reason), url, _proxy_name())
         error = reply.error()
-        if error == QNetworkReply.ProxyAuthenticationRequiredError:
+        if error == QNetworkReply.NetworkError.ProxyAuthenticationRequiredError:
             raise http_failure(407, "Proxy Authentication Required", url, _proxy_name())
         if error in _PROXY_ERRORS:
             raise unreachable(url, blocking.errorMessage(), _proxy_name() or "set in QGIS")
-        if error == QNetworkReply.OperationCanceledError:
+        if error == QNetworkReply.NetworkError.OperationCanceledError:
             raise TransportFailure("the request was canceled")
         # An answer that had begun (a status below 400) and then failed broke off in transfer.
         if status or error in _PASSING_ERRORS or code == QgsBlockingNetworkRequest.TimeoutError:

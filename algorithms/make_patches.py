@@ -25,7 +25,13 @@ from ..model_core.data.windows import SPLITS as SPLIT_NAMES
 from ..model_core.data.windows import largest_patch
 from ..model_core.errors import InputError
 from ..model_core.sizing import SIZE_MULTIPLE, is_valid_size, size_suggestions
-from .base import FeedbackProgress, SclAlgorithm, core_errors_as_processing_exceptions, refuse_overwriting_inputs
+from .base import (
+    FeedbackProgress,
+    SclAlgorithm,
+    core_errors_as_processing_exceptions,
+    number_out_of_range,
+    refuse_overwriting_inputs,
+)
 
 
 class MakePatches(SclAlgorithm):
@@ -176,6 +182,9 @@ class MakePatches(SclAlgorithm):
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_PREVIEW, self.tr("Preview figure (PNG)")))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
+        out_of_range = number_out_of_range(self, parameters)  # the declared limits first, as every algorithm
+        if out_of_range:
+            return False, out_of_range
         try:
             parse_bands(self.parameterAsString(parameters, self.BANDS, context))
         except InputError as exc:

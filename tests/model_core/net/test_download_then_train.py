@@ -53,10 +53,14 @@ def test_training_starts_from_the_downloaded_backbone(httpserver, published, pat
     path = download(ssl4eo)
     assert path == tmp_path / "torch" / "hub" / "checkpoints" / name
 
-    torch.set_num_threads(1)
     config = TrainConfig(stage="head", epochs=1, batch_size=2, pretrained="ssl4eo-rgb", device="cpu",
                          precision="float32")
-    result = train(patches, config, tmp_path / "head.pt")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(patches, config, tmp_path / "head.pt")
+    finally:
+        torch.set_num_threads(before)  # later tests compare in-process runs with workers at the suite's threads
 
     saved = checkpoint.load_checkpoint(result.best_path)
     meta = saved["meta"]
