@@ -182,24 +182,24 @@ class MakePatches(SclAlgorithm):
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_PREVIEW, self.tr("Preview figure (PNG)")))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 - QGIS's name
-        out_of_range = number_out_of_range(self, parameters)  # the declared limits first, as every algorithm
-        if out_of_range:
-            return False, out_of_range
         try:
             parse_bands(self.parameterAsString(parameters, self.BANDS, context))
         except InputError as exc:
             return False, str(exc)
+        stride = self.parameterAsInt(parameters, self.STRIDE, context)
+        if stride < 0:
+            return False, self.tr(
+                "Stride {stride} px is negative; use a positive step in pixels, or 0 for the patch size."
+            ).format(stride=stride)
+        out_of_range = number_out_of_range(self, parameters)  # the declared limits, as every algorithm
+        if out_of_range:
+            return False, out_of_range
         size = self.parameterAsInt(parameters, self.PATCH_SIZE, context)
         if not is_valid_size(size):
             lower, upper = size_suggestions(size)
             return False, self.tr("Patch size {size} px is not a multiple of 8; use e.g. {lower} or {upper}.").format(
                 size=size, lower=lower, upper=upper
             )
-        stride = self.parameterAsInt(parameters, self.STRIDE, context)
-        if stride < 0:
-            return False, self.tr(
-                "Stride {stride} px is negative; use a positive step in pixels, or 0 for the patch size."
-            ).format(stride=stride)
         problem = self._sources_problem(parameters, context)
         if problem:
             return False, problem
