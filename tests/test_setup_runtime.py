@@ -25,6 +25,10 @@ VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 SYSTEM_PYTHON = Path(sys.base_exec_prefix) / "bin" / "python3"  # Debian's, without torch
 PIP = "-m pip install --disable-pip-version-check --no-input --progress-bar off"
 PYTHON_X_Y = f"python{sys.version_info.major}.{sys.version_info.minor}"
+# The installer pins numpy<2 only where the base Python has numpy 1.x (Debian 12); Debian 13's numpy 2 stays.
+BASE_HAS_NUMPY_1 = subprocess.run(
+    [str(VENV_PYTHON), "-c", "import numpy; print(numpy.__version__)"], capture_output=True, text=True, check=True
+).stdout.startswith("1.")
 SETUP = ("-m", "scl_deeplab.runtime.setup")
 OLD_SETUP = ("-m", "scl_deeplab.model_core", "setup-runtime")  # the spelling before runtime/ existed
 
@@ -69,11 +73,11 @@ def test_dry_run_lists_the_cpu_commands_and_does_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     worker = target / "bin" / "python"
+    pin = " 'numpy<2'" if BASE_HAS_NUMPY_1 else ""
     assert result["commands"] == [
         f"{VENV_PYTHON} -m venv {target}",
-        f"{worker} {PIP} --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1 "
-        "'numpy<2'",
-        f"{worker} {PIP} 'rasterio>=1.3,<1.5' 'matplotlib>=3.6,<4' 'numpy<2' 'affine<3'",
+        f"{worker} {PIP} --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1" + pin,
+        f"{worker} {PIP} 'rasterio>=1.3,<1.5' 'matplotlib>=3.6,<4'{pin} 'affine<3'",
     ]
     assert (result["variant"], result["reason"], result["dry_run"]) == ("cpu", "--cuda cpu", True)
     assert result["worker_python"] == str(worker)
@@ -90,7 +94,8 @@ def test_dry_run_for_a_cuda_tag_uses_its_index(tmp_path):
     assert result["index_url"] == "https://download.pytorch.org/whl/cu121"
     assert result["commands"][0] == f"{VENV_PYTHON} -m venv --system-site-packages --without-pip {target}"
     assert result["commands"][1].endswith(
-        "--index-url https://download.pytorch.org/whl/cu121 torch==2.14.1 torchvision==0.29.1 'numpy<2'")
+        "--index-url https://download.pytorch.org/whl/cu121 torch==2.14.1 torchvision==0.29.1"
+        + (" 'numpy<2'" if BASE_HAS_NUMPY_1 else ""))
     assert result["linked_site_packages"] == [str(REPO / ".venv" / "lib" / PYTHON_X_Y / "site-packages")]
     assert not target.exists()
 
