@@ -23,12 +23,12 @@ from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_sce
 from scl_deeplab.model_core.prediction.tiling import TilingConfig, plan_tiles
 
 FULL_TILE_PX = 5490  # a Sentinel-2 tile at 20 m
-TILES0 = PredictConfig(tiling=TilingConfig(overlap_px=0))
+TILES0 = PredictConfig(tiling=TilingConfig(512, 0))
 
 
 def full_tile_tiles() -> int:
-    """Tiles the predict defaults cut a 5490 x 5490 px scene into."""
-    default = TilingConfig()
+    """Tiles a 5490 x 5490 px scene is cut into at 512 px with 64 px overlap (predict's default for large patches)."""
+    default = TilingConfig(512, 64)
     return len(plan_tiles(FULL_TILE_PX, FULL_TILE_PX, default.tile_size_px, default.overlap_px))
 
 

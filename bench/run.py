@@ -69,12 +69,15 @@ def spread(t: dict[str, Any], unit: str = "s", scale: float = 1.0, digits: int =
 # is what the agreement targets judge. The default runs use the plugin's default tiling (64 px overlap,
 # blended), which a user gets; ASPP's image pooling sees each tile whole, so another tiling alone changes
 # some classes.
+# Tiles of 512 px throughout, as the baseline cuts them: predict's default for models trained on patches
+# beyond ASPP's reach (the bench model's own 256 px patches would otherwise set the tile size, issue 23).
+TILE, TILE_OVERLAP = TilingConfig(512, 64), TilingConfig(512, 0)
 PATHS = {
-    "plugin": PredictConfig(),
-    "plugin_tiles0": PredictConfig(tiling=TilingConfig(overlap_px=0)),
-    "fast": PredictConfig(fast=True),
-    "fast_tiles0": PredictConfig(fast=True, tiling=TilingConfig(overlap_px=0)),
-    "plugin_fp32_tiles0": PredictConfig(precision="float32", tiling=TilingConfig(overlap_px=0)),
+    "plugin": PredictConfig(tiling=TILE),
+    "plugin_tiles0": PredictConfig(tiling=TILE_OVERLAP),
+    "fast": PredictConfig(fast=True, tiling=TILE),
+    "fast_tiles0": PredictConfig(fast=True, tiling=TILE_OVERLAP),
+    "plugin_fp32_tiles0": PredictConfig(precision="float32", tiling=TILE_OVERLAP),
 }
 
 
