@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,45 @@ WRAPPER = REPO / "scripts" / "qgis-process"
 
 # Torch uses both cores; more threads than cores only slows the suite down.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+SUITE_MARK = ".scl_deeplab_suite"  # marks a pytest base folder this suite made
+
+
+def _running(lock: Path) -> bool:
+    """Whether the pytest run that holds ``lock`` (its pid inside) is still alive; a finished run removed it."""
+    try:
+        os.kill(int(lock.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_under_the_run(request, tmp_path_factory):
+    """Keep every temporary file of the suite, its child processes' included, under this run's pytest folder.
+
+    pytest deletes that folder after a passing run (``tmp_path_retention_policy``), but a run that is
+    killed or times out leaves it behind with its lock for three days: checkpoints of several GB. So the
+    folders earlier runs of this suite left are removed first, unless their run is still going. TMPDIR
+    points inside this run's folder, so torchrun, workers and qgis_process leave nothing in /tmp either.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if request.config.option.basetemp is None:  # pytest's own numbered folders, not one the user chose
+        for earlier in base.parent.glob("pytest-*"):
+            if earlier != base and (earlier / SUITE_MARK).exists() and not _running(earlier / ".lock"):
+                shutil.rmtree(earlier, ignore_errors=True)
+    (base / SUITE_MARK).touch()
+    scratch = base / "tmp"
+    scratch.mkdir()
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = None  # gettempdir() caches its answer: ask again
+    yield scratch
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")
