@@ -17,7 +17,7 @@ from qgis.core import (
 
 from ..model_core.data.manifest import Manifest
 from ..model_core.errors import ManifestError
-from ..model_core.training.config import TrainConfig, TrainResult
+from ..model_core.training.config import TrainConfig, TrainResult, curves_beside
 from ..runtime import dispatch
 from .base import SclAlgorithm, core_errors_as_processing_exceptions, refuse_overwriting_inputs
 
@@ -109,7 +109,7 @@ class TrainingAlgorithm(SclAlgorithm):
         model_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
         # Learning curves are optional: left out, they go beside the checkpoint, as the CLI puts them.
         curves_path = self.parameterAsFileOutput(parameters, self.OUTPUT_CURVES, context) or str(
-            Path(model_path).with_name(f"{Path(model_path).stem}_curves.png"))
+            curves_beside(model_path))
         refuse_overwriting_inputs(
             {self.PATCHES: patches, "MODEL": resume, "WEIGHTS_FILE": config.weights_file},
             {self.OUTPUT_MODEL: model_path, self.OUTPUT_CURVES: curves_path},

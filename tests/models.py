@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scl_deeplab.model_core.net.checkpoint import ModelInput, input_to_meta
 from scl_deeplab.model_core.net.weights import IMAGENET_MEAN, IMAGENET_STD
 
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
 # What a checkpoint records about its input: uint8 true colour with ImageNet's normalisation.
 META = {**input_to_meta(ModelInput.rgb("uint8", 255.0, IMAGENET_MEAN, IMAGENET_STD)), "patch_size": 64}
+
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block, then give back the suite's count (later tests compare with it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_random_deeplab(path: Path, seed: int = 0, meta: dict | None = None) -> Path:

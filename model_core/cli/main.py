@@ -71,7 +71,7 @@ def add_train(subparsers: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Run ``train`` from parsed arguments."""
     from ..progress import PrintProgress
-    from ..training.config import DEFAULT_LEARNING_RATE, TrainConfig
+    from ..training.config import DEFAULT_LEARNING_RATE, TrainConfig, curves_beside
     from ..training.curves import write_curves
     from ..training.distributed import Ranks
     from ..training.train import train
@@ -95,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(args.patches, config, args.output, resume=args.resume, progress=PrintProgress())
     if not Ranks.from_env().is_main:
         return 0  # under torchrun rank 0 writes the curves and the summary
-    curves = args.curves or args.output.with_name(f"{args.output.stem}_curves.png")
+    curves = args.curves or curves_beside(args.output)
     written = write_curves(result.history, curves)
     emit(dataclasses.replace(result, curves=written["png"], history_csv=written["csv"]).summary())
     return 0

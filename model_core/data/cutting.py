@@ -58,6 +58,11 @@ def cut_scene(
             if info.unknown_codes:  # only when allowed: inspect_scene refuses them otherwise
                 codes = np.where((codes < 0) | (codes > scl.MAX_CODE), scl.NO_DATA, codes)
             codes = codes.astype(np.uint8)
+            labelled = float(np.count_nonzero(codes)) / codes.size
+            if (labelled == 0 or labelled < min_valid_fraction) and labelled <= best:
+                # Masking no-data pixels only lowers the share: this window can neither pass nor raise ``best``.
+                progress.set_progress(100.0 * (done + 1) / len(windows))
+                continue
             pixels = src.read(list(bands), window=window)
             # NaN or no-data image pixels have no usable label either: they count as code 0.
             missing = missing_pixels(pixels, [src.nodatavals[b - 1] for b in bands])

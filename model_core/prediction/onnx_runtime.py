@@ -150,6 +150,7 @@ class OnnxModel:
         std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
         slots = np.asarray(self.info.codes) - 1
         ours = self.info.ours
+        in_scl_order = len(slots) == scl.NUM_CLASSES and bool((slots == np.arange(len(slots))).all())
 
         def run(unit: np.ndarray) -> np.ndarray:
             x = ((unit - mean) / std).astype(np.float32, copy=False)
@@ -161,8 +162,9 @@ class OnnxModel:
                 )
             if not ours and not _looks_like_probabilities(out):  # ours end in a softmax
                 out = _softmax(out)
-            probs = out if len(slots) == scl.NUM_CLASSES and (slots == np.arange(len(slots))).all() else None
-            if probs is None:
+            if in_scl_order:
+                probs = out
+            else:
                 probs = np.zeros((len(unit), scl.NUM_CLASSES, *unit.shape[-2:]), np.float32)
                 probs[:, slots] = out
             return probs * weights

@@ -29,7 +29,7 @@ from rasterio.windows import transform as window_transform
 from .. import scl
 from ..atomic import atomic_file
 from ..data import bands as band_lists
-from ..data.radiometry import to_unit
+from ..data.radiometry import missing_pixels, to_unit
 from ..data.raster_write import checked_raster
 from ..data.rasters import extent_window, label_profile, open_raster
 from ..errors import BandCountError, CheckpointError, InputError
@@ -103,13 +103,7 @@ def choose_bands(src: rasterio.io.DatasetReader, spec: ModelInput, bands: Sequen
 
 def nodata_mask(raw: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
     """(H, W) True where every band is 0, every band holds its no-data value, or any band is NaN."""
-    mask = (raw == 0).all(axis=0)
-    if all(v is not None for v in nodata):
-        values = np.asarray(nodata, dtype=np.float64).reshape(-1, 1, 1)
-        mask |= (raw == values.astype(raw.dtype)).all(axis=0)
-    if raw.dtype.kind == "f":
-        mask |= np.isnan(raw).any(axis=0)
-    return mask
+    return (raw == 0).all(axis=0) | missing_pixels(raw, nodata)
 
 
 def finish(probs: np.ndarray, nodata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

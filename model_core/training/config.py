@@ -74,3 +74,9 @@ class TrainResult:
     def summary(self) -> dict[str, Any]:
         """``to_dict`` without the history and checkpoint metadata: what a person reads."""
         return {key: value for key, value in self.to_dict().items() if key not in ("history", "meta")}
+
+
+def curves_beside(model: Path | str) -> Path:
+    """Where the learning curves go when no path is given: beside the checkpoint, ``m.pt`` -> ``m_curves.png``."""
+    model = Path(model)
+    return model.with_name(f"{model.stem}_curves.png")

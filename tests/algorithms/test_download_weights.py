@@ -8,6 +8,7 @@ import socket
 
 import pytest
 from scl_deeplab.model_core.net import weight_sets
+from scl_deeplab.tests.network import proxy_asking_for_login
 from scl_deeplab.tests.recording import RecordingFeedback
 from scl_deeplab.tests.weight_server import hub_name, serve_weights
 
@@ -143,40 +144,25 @@ def test_qgis_process_offline_message_with_the_mirror_from_the_environment(tmp_p
 
 
 def test_a_proxy_refusal_in_qgis_names_the_proxy_and_qgis_network_settings(provider, satlas):
-    import http.server
-    import threading
-
     import processing
     from qgis.core import QgsNetworkAccessManager, QgsProcessingException, QgsSettings
 
-    class AskForLogin(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(407, "Proxy Authentication Required")
-            self.send_header("Proxy-Authenticate", 'Basic realm="office"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args) -> None:
-            pass
-
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AskForLogin)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    # As a user sets it in Settings > Options > Network.
-    settings, keys = QgsSettings(), ("proxy/proxyEnabled", "proxy/proxyType", "proxy/proxyHost", "proxy/proxyPort")
-    before = {key: settings.value(key) for key in keys if settings.contains(key)}
-    for key, value in zip(keys, (True, "HttpProxy", "127.0.0.1", str(proxy.server_address[1]))):
-        settings.setValue(key, value)
-    manager = QgsNetworkAccessManager.instance()
-    manager.setupDefaultProxyAndCache()
-    try:
-        with pytest.raises(QgsProcessingException, match=f"proxy 127.0.0.1:{proxy.server_address[1]} refused the "
-                           r"request \(HTTP 407.*Settings > Options > Network"):
-            processing.run("scldeeplab:downloadweights", {"NAME": "satlas-rgb", "BASE_URL": "http://weights.example"})
-    finally:
-        for key in keys:
-            settings.remove(key)
-        for key, value in before.items():
+    with proxy_asking_for_login() as port:
+        # As a user sets it in Settings > Options > Network.
+        settings, keys = QgsSettings(), ("proxy/proxyEnabled", "proxy/proxyType", "proxy/proxyHost", "proxy/proxyPort")
+        before = {key: settings.value(key) for key in keys if settings.contains(key)}
+        for key, value in zip(keys, (True, "HttpProxy", "127.0.0.1", str(port))):
             settings.setValue(key, value)
+        manager = QgsNetworkAccessManager.instance()
         manager.setupDefaultProxyAndCache()
-        proxy.shutdown()
-        proxy.server_close()
+        try:
+            with pytest.raises(QgsProcessingException, match=f"proxy 127.0.0.1:{port} refused the "
+                               r"request \(HTTP 407.*Settings > Options > Network"):
+                processing.run("scldeeplab:downloadweights",
+                               {"NAME": "satlas-rgb", "BASE_URL": "http://weights.example"})
+        finally:
+            for key in keys:
+                settings.remove(key)
+            for key, value in before.items():
+                settings.setValue(key, value)
+            manager.setupDefaultProxyAndCache()

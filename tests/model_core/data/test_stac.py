@@ -14,6 +14,7 @@ from scl_deeplab.model_core.data import stac
 from scl_deeplab.model_core.data.stac import DownloadConfig, SearchConfig, download
 from scl_deeplab.model_core.errors import Canceled, CatalogueError, InputError
 from scl_deeplab.tests.l2a_builders import ORIGIN, expected_tci, make_item, serve_stac
+from scl_deeplab.tests.network import only_loopback
 from scl_deeplab.tests.recording import RecordingProgress
 
 # Columns 10-39 and rows 20-39 of the 10 m grid, given in lon/lat as a map canvas would.
@@ -24,17 +25,8 @@ CROP = transform_bounds("EPSG:32632", "EPSG:4326", *CROP_UTM)
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch):
     """Python-side guard: any connection outside 127.0.0.1 fails the test."""
-    real = socket.socket.connect
-
-    def connect(sock, address):
-        host = address[0] if isinstance(address, tuple) else address
-        assert host in ("127.0.0.1", "::1", "localhost"), f"test tried to reach {host}"
-        return real(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
+    only_loopback(monkeypatch)
     monkeypatch.delenv(stac.TOKEN_ENV, raising=False)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def site_with(httpserver, *items, **kwargs):

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import os
 import socket
-import threading
 from pathlib import Path
 
 import pytest
 from scl_deeplab.model_core.errors import Canceled, DownloadError, WeightsHashError
 from scl_deeplab.model_core.net import download as dl
 from scl_deeplab.model_core.net import transport, weight_sets
+from scl_deeplab.tests.network import only_loopback, proxy_asking_for_login
 from scl_deeplab.tests.weight_server import hub_name, serve_weights
 
 PIECE = 64 * 1024
@@ -24,16 +23,8 @@ NAME = hub_name("fake_resnet50", DATA)
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch, tmp_path):
     """Any connection outside 127.0.0.1 fails the test; no proxy or mirror from the environment; fresh folders."""
-    real = socket.socket.connect
-
-    def connect(sock, address):
-        host = address[0] if isinstance(address, tuple) else address
-        assert host in ("127.0.0.1", "::1", "localhost"), f"test tried to reach {host}"
-        return real(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy",
-                 weight_sets.BASE_URL_ENV):
+    only_loopback(monkeypatch)
+    for name in ("NO_PROXY", "no_proxy", weight_sets.BASE_URL_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv(weight_sets.WEIGHTS_DIR_ENV, str(tmp_path / "plugin-weights"))
@@ -174,28 +165,12 @@ def test_no_server_at_all_says_offline_and_how_to_get_the_file_elsewhere():
     assert not hub().exists() or list(hub().iterdir()) == []
 
 
-class _AskForProxyLogin(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self.send_response(407, "Proxy Authentication Required")
-        self.send_header("Proxy-Authenticate", 'Basic realm="office"')
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_a_proxy_refusal_names_the_proxy_and_the_way_out(monkeypatch):
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AskForProxyLogin)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
-        address = f"http://127.0.0.1:{proxy.server_address[1]}"
+    with proxy_asking_for_login() as port:
+        address = f"http://127.0.0.1:{port}"
         monkeypatch.setenv("http_proxy", address)
         with pytest.raises(DownloadError, match=f"proxy {address} refused the request \\(HTTP 407.*HTTPS_PROXY="):
             dl.download(as_set(f"http://weights.example/models/{NAME}"), chunk_bytes=PIECE)
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
 
 
 def test_base_url_replaces_scheme_host_and_folder(httpserver, monkeypatch):

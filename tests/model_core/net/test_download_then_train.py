@@ -11,6 +11,7 @@ import torch
 from scl_deeplab.model_core.net import checkpoint, weight_sets
 from scl_deeplab.model_core.net.download import download
 from scl_deeplab.model_core.training.train import TrainConfig, train
+from scl_deeplab.tests.models import one_torch_thread
 from scl_deeplab.tests.weight_server import hub_name, serve_weights
 from torchvision.models import resnet50
 
@@ -55,12 +56,8 @@ def test_training_starts_from_the_downloaded_backbone(httpserver, published, pat
 
     config = TrainConfig(stage="head", epochs=1, batch_size=2, pretrained="ssl4eo-rgb", device="cpu",
                          precision="float32")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         result = train(patches, config, tmp_path / "head.pt")
-    finally:
-        torch.set_num_threads(before)  # later tests compare in-process runs with workers at the suite's threads
 
     saved = checkpoint.load_checkpoint(result.best_path)
     meta = saved["meta"]

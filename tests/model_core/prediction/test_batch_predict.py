@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from rasterio.transform import from_origin
 from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.atomic import remove_stale_parts
@@ -33,6 +32,7 @@ from scl_deeplab.model_core.prediction.batch_predict import (
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
 from scl_deeplab.model_core.prediction.tiling import TilingConfig
 from scl_deeplab.model_core.training.distributed import Ranks
+from scl_deeplab.tests.models import one_torch_thread
 
 CRS = "EPSG:32633"
 TRANSFORM = from_origin(399960.0, 5000040.0, 20.0, 20.0)
@@ -226,13 +226,11 @@ def test_two_ranks_share_three_scenes_match_one_process_and_a_rerun_skips(tmp_pa
     assert sorted(p.name for p in (out / "manifest").iterdir()) == ["rank-00000.json", "rank-00001.json"]
 
     # One process, same model and settings: the same bytes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        for scene in scenes:
-            predict_scene_from_checkpoint(scene, deeplab_checkpoint, tmp_path / f"{scene.stem}_single.tif", CONFIG)
+        with one_torch_thread():
+            for scene in scenes:
+                predict_scene_from_checkpoint(scene, deeplab_checkpoint, tmp_path / f"{scene.stem}_single.tif", CONFIG)
     finally:
-        torch.set_num_threads(threads)
         predict.clear_model_cache()
     for scene in scenes:
         sharded, single = out / f"{scene.stem}_scl.tif", tmp_path / f"{scene.stem}_single.tif"

@@ -8,15 +8,15 @@ import pytest
 import torch
 from scl_deeplab.model_core.net import model as model_lib
 from scl_deeplab.model_core.training import batchnorm
+from scl_deeplab.tests.models import one_torch_thread
 from torch import nn
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """Tiny tensors: one thread is faster, and immune to the other core being busy."""
+    with one_torch_thread():
+        yield
 
 
 def two_stage_net() -> nn.Sequential:

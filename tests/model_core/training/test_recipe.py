@@ -18,14 +18,14 @@ from scl_deeplab.model_core.training.dataset import PatchDataset, load_manifest,
 from scl_deeplab.model_core.training.loop import learning_rate_factor
 from scl_deeplab.model_core.training.train import TrainConfig, train
 from scl_deeplab.tests.model_core.training.test_train import FAST, stand_in, write_manifest
+from scl_deeplab.tests.models import one_torch_thread
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """Tiny tensors: one thread is faster, and immune to the other core being busy."""
+    with one_torch_thread():
+        yield
 
 
 def edit_manifest(path: Path, **changes: object) -> Path:

@@ -25,6 +25,7 @@ from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.training import curves
 from scl_deeplab.model_core.training.dataset import PatchDataset, class_weights, load_manifest, loaders
 from scl_deeplab.model_core.training.train import TrainConfig, train
+from scl_deeplab.tests.models import one_torch_thread
 from scl_deeplab.tests.recording import RecordingProgress
 from torch import nn
 
@@ -91,10 +92,8 @@ def patches(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny tensors: one thread is faster, and immune to the other core being busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 class StandIn(nn.Module):
