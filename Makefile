@@ -64,8 +64,9 @@ bench: setup
 
 # Train on some scenes, score on others, beside the majority class and a colour lookup (bench/accuracy.py).
 # TRAIN=list VAL=list: scene lists (one image,scl pair a line); without them sample scenes. MINUTES bounds training.
+# ARGS: further options of bench/accuracy.py (--help lists them), e.g. ARGS="--patch-size 256".
 accuracy: setup
-	$(PY) bench/accuracy.py $(if $(TRAIN),--train $(TRAIN),) $(if $(VAL),--val $(VAL),) --minutes $(or $(MINUTES),20)
+	$(PY) bench/accuracy.py $(if $(TRAIN),--train $(TRAIN),) $(if $(VAL),--val $(VAL),) --minutes $(or $(MINUTES),20) $(ARGS)
 
 VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
 package:

@@ -200,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="BATCH_SIZE (default: Train head's default)")
     parser.add_argument("--learning-rate", type=float, help="LEARNING_RATE (default: Train head's default)")
     parser.add_argument("--class-weights", action="store_true", help="CLASS_WEIGHTS")
+    parser.add_argument("--no-pixel-head", dest="pixel_head", action="store_false",
+                        help="train the plain network, without PIXEL_HEAD")
+    parser.add_argument("--unknown-codes-as-no-data", action="store_true",
+                        help="UNKNOWN_CODES_AS_NO_DATA: SCL codes above 11 (lossy files) count as no data")
     args = parser.parse_args(argv)
     if bool(args.train) != bool(args.val):
         parser.error("give both TRAIN and VAL scene lists, or neither (sample scenes)")
@@ -210,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         patch_config = replace(patch_config, patch_size_px=args.patch_size)
     if args.stride:
         patch_config = replace(patch_config, stride_px=args.stride)
-    config = TrainConfig(stage="head", learning_rate=1e-3)  # Train head's defaults
+    if args.unknown_codes_as_no_data:
+        patch_config = replace(patch_config, unknown_codes_as_no_data=True)
+    config = TrainConfig(stage="head", learning_rate=1e-3, pixel_head=args.pixel_head)  # Train head's defaults
     for field_name, value in (("batch_size", args.batch_size), ("learning_rate", args.learning_rate),
                               ("class_weights", args.class_weights or None)):
         if value:

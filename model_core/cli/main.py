@@ -54,6 +54,8 @@ def add_train(subparsers: Any) -> None:
     p.add_argument("--aspp-rates", choices=("auto", "scaled", "standard"), default="auto",
                    help="ASPP's atrous rates: auto (scaled to patches under 288 px; a resumed checkpoint's own), "
                    "scaled to the patch size, or torchvision's standard 12, 24, 36")
+    p.add_argument("--no-pixel-head", dest="pixel_head", action="store_false",
+                   help="a new model without the per-pixel head beside DeepLab (the seed's plain network)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--pretrained", choices=CHOICES, default="auto",
                        help="starting weights: a set on disk (see 'weights list'), auto (the best on disk) or none")
@@ -85,6 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
         class_weights=args.class_weights,
         aux=args.aux,
         aspp_rates=args.aspp_rates,
+        pixel_head=args.pixel_head,
         pretrained=args.pretrained,
         weights_file=str(args.weights_file) if args.weights_file else None,
         device=args.device,

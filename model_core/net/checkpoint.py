@@ -41,7 +41,7 @@ import torch
 from .. import scl
 from ..atomic import atomic_file
 from ..errors import CheckpointError
-from . import aspp, input_conv
+from . import aspp, input_conv, pixel_head
 from .model import ARCHITECTURE, build_model
 from .model_input import RGB, ModelInput, input_from_meta, input_to_meta  # noqa: F401 - the checkpoint's input pair
 
@@ -183,7 +183,8 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[to
     """
     payload = load_checkpoint(path)
     state = {k: v for k, v in payload["state_dict"].items() if not k.startswith("aux_classifier.")}
-    model = build_model(aux=False, initialise=False, aspp_rates=aspp.read_rates(payload["meta"]))
+    model = build_model(aux=False, initialise=False, aspp_rates=aspp.read_rates(payload["meta"]),
+                        pixel_bands=pixel_head.in_state(state))
     first = state.get(input_conv.FIRST_CONV)
     if isinstance(first, torch.Tensor) and first.dim() == 4:
         input_conv.set_input_bands(model, int(first.shape[1]))  # multispectral models read more than 3 bands

@@ -62,11 +62,12 @@ class FastDeepLab(nn.Module):
     prediction copy treats it as the plain model; only ``forward`` differs.
     """
 
-    def __init__(self, backbone: nn.Module, classifier: nn.Sequential) -> None:
+    def __init__(self, backbone: nn.Module, classifier: nn.Sequential, pixel_head: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.classifier = classifier
         self.aux_classifier = None
+        self.pixel_head = pixel_head  # full resolution already: unchanged by the stride
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         height, width = x.shape[-2:]
@@ -74,7 +75,8 @@ class FastDeepLab(nn.Module):
         y = to_stride_8(features, math.ceil(height / 8), math.ceil(width / 8))
         for module in list(self.classifier)[1:]:
             y = module(y)
-        return OrderedDict(out=F.interpolate(y, size=(height, width), mode="bilinear", align_corners=False))
+        out = F.interpolate(y, size=(height, width), mode="bilinear", align_corners=False)
+        return OrderedDict(out=out if self.pixel_head is None else out + self.pixel_head(x))
 
 
 def output_stride_16(model: nn.Module) -> nn.Module:
@@ -93,7 +95,9 @@ def output_stride_16(model: nn.Module) -> nn.Module:
     if layer3[0].conv2.stride != (1, 1):
         return model  # already strided: nothing to do
     shared = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
-    fast = FastDeepLab(copy.deepcopy(model.backbone, memo=shared), copy.deepcopy(model.classifier, memo=shared))
+    head = getattr(model, "pixel_head", None)
+    fast = FastDeepLab(copy.deepcopy(model.backbone, memo=shared), copy.deepcopy(model.classifier, memo=shared),
+                       copy.deepcopy(head, memo=shared) if head is not None else None)
     first = fast.backbone.layer3[0]
     first.conv2.stride = (2, 2)
     if first.downsample is not None:

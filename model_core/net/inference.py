@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from . import pixel_head
 from .device import Precision
 from .fast import aspp_block, output_stride_16
 from .winograd import WinogradConv2d, same_size_3x3
@@ -182,6 +183,9 @@ def prepare(model: nn.Module, precision: Precision, *, fast: bool = False) -> Pr
     if dtype is torch.bfloat16 and getattr(prepared, "classifier", None) is not None:
         prepared.to(torch.bfloat16)
         _float32_logits(prepared)
+        head = pixel_head.of(prepared)
+        if head is not None:  # reads the raw bands: kept float32 (pixel_head.py)
+            head.float()
         return PreparedModel(prepared.to(device), torch.bfloat16, None, count)
     if dtype is None and device.type == "cpu":
         swap_modules(prepared, WinogradConv2d.fits, WinogradConv2d)

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from torchvision.models.segmentation import DeepLabV3, deeplabv3_resnet50
 
 from .. import scl
-from . import aspp
+from . import aspp, pixel_head
 
 ARCHITECTURE = "deeplabv3_resnet50"
 Stage = Literal["head", "layer4", "full"]
@@ -26,15 +26,27 @@ STAGES: tuple[str, ...] = ("head", "layer4", "full")
 
 # Parameter-name prefixes that train in each stage; everything else is frozen.
 _TRAINABLE: dict[str, tuple[str, ...]] = {
-    "head": ("classifier.", "aux_classifier."),
-    "layer4": ("classifier.", "aux_classifier.", "backbone.layer4."),
+    "head": ("classifier.", "aux_classifier.", pixel_head.PREFIX),
+    "layer4": ("classifier.", "aux_classifier.", pixel_head.PREFIX, "backbone.layer4."),
     "full": ("",),
 }
 HEAD_PREFIXES = _TRAINABLE["head"]
 
 
+class SclDeepLab(DeepLabV3):
+    """torchvision's DeepLabV3, optionally with a pixel head (``pixel_head.py``) whose logits add to its own."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module, aux_classifier: nn.Module | None = None) -> None:
+        super().__init__(backbone, classifier, aux_classifier)
+        self.pixel_head: nn.Module | None = None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return forward(self, x)
+
+
 def build_model(
-    *, aux: bool = False, initialise: bool = True, aspp_rates: Sequence[int] = aspp.STANDARD_RATES
+    *, aux: bool = False, initialise: bool = True, aspp_rates: Sequence[int] = aspp.STANDARD_RATES,
+    pixel_bands: int | None = None,
 ) -> nn.Module:
     """DeepLabv3-ResNet50 with 11 SCL outputs, randomly initialised; never downloads.
 
@@ -45,13 +57,17 @@ def build_model(
             CPU) and leaves the tensors on the "meta" device, for
             ``load_state_dict(state, assign=True)`` with a complete state dict.
         aspp_rates: ASPP's atrous rates at output stride 8 (see ``aspp``).
+        pixel_bands: add a pixel head reading this many bands (``pixel_head.py``); None for none.
     """
     if initialise:
-        net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
+        plain = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
     else:
         with torch.device("meta"):
-            net = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
+            plain = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=scl.NUM_CLASSES, aux_loss=aux)
+    net = SclDeepLab(plain.backbone, plain.classifier, plain.aux_classifier)
     set_aspp_rates(net, aspp_rates)
+    if pixel_bands is not None:
+        pixel_head.attach(net, pixel_bands, scl.NUM_CLASSES)
     return net
 
 
@@ -135,7 +151,7 @@ def forward(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """
     if not isinstance(model, DeepLabV3):
         return model(x)
-    size = x.shape[-2:]
+    size, image = x.shape[-2:], x
     backbone = model.backbone
     features: OrderedDict[str, torch.Tensor] = OrderedDict()
     grad = False
@@ -146,8 +162,9 @@ def forward(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if name in backbone.return_layers:
             features[backbone.return_layers[name]] = x
     result: OrderedDict[str, torch.Tensor] = OrderedDict()
-    out = model.classifier(features["out"])
-    result["out"] = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    out = F.interpolate(model.classifier(features["out"]), size=size, mode="bilinear", align_corners=False)
+    head = pixel_head.of(model)
+    result["out"] = out if head is None else out + head(image)
     if model.aux_classifier is not None:
         aux = model.aux_classifier(features["aux"])
         result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)

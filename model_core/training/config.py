@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     aspp_rates: str = "auto"  # or "scaled", "standard"; see net/aspp.py
+    pixel_head: bool = True  # a new model gets net/pixel_head.py's per-pixel classifier
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values."""

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import scl
 from ..atomic import remove_stale_parts
 from ..data import bands
 from ..data.radiometry import input_scale
 from ..errors import Canceled, CheckpointError, InputError, TrainingError
 from ..evaluation import metrics
-from ..net import aspp, checkpoint, input_conv, weight_sets
+from ..net import aspp, checkpoint, input_conv, pixel_head, weight_sets
 from ..net import model as model_lib
 from ..net.device import Precision, describe, pick_device, pick_precision
 from ..net.weights import WeightsSource, load_weights
@@ -78,6 +79,8 @@ def _start(
     if resume is None:
         net = build(aux=config.aux)
         input_conv.set_input_bands(net, len(names))
+        if config.pixel_head and isinstance(net, model_lib.SclDeepLab):  # test stand-ins stay as they are
+            pixel_head.attach(net, len(names), scl.NUM_CLASSES)
         return net, {}, load_weights(net, *start, rgb=bands.rgb_positions(names))
     payload = checkpoint.load_checkpoint(resume)
     state, meta = payload["state_dict"], payload["meta"]
@@ -86,6 +89,8 @@ def _start(
                      "make patches with those bands, in that order, to continue training it.")
     net = build(aux=config.aux or any(k.startswith("aux_classifier.") for k in state))
     input_conv.set_input_bands(net, len(names))
+    if pixel_head.in_state(state) is not None:
+        pixel_head.attach(net, len(names), scl.NUM_CLASSES)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("aux_classifier.")]:
         raise CheckpointError(f"The weights in {resume} do not fit the model: {(unexpected or missing)[:3]}. Retrain.")
@@ -305,6 +310,7 @@ def _base_meta(
         "patch_size": manifest.patch_size,
         "aux": model_lib.has_aux(net),
         "aspp_rates": model_lib.aspp_rates(net),
+        "pixel_head": pixel_head.of(net) is not None,
         "stages": list(previous.get("stages", [])),
         "history": list(previous.get("history", [])),
         "weights_source": previous.get("weights_source") if previous else source.to_meta(),  # type: ignore[union-attr]
