@@ -133,13 +133,16 @@ def train_mode(model: nn.Module) -> None:
                 module.eval()
 
 
-def trainable_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """The trainable parameters split into (head, backbone), for separate learning rates."""
-    head, backbone = [], []
+def trainable_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """The trainable parameters split into (head, pixel head, backbone), for separate learning rates."""
+    head, pixel, backbone = [], [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (head if name.startswith(HEAD_PREFIXES) else backbone).append(param)
-    return head, backbone
+            if name.startswith(pixel_head.PREFIX):
+                pixel.append(param)
+            else:
+                (head if name.startswith(HEAD_PREFIXES) else backbone).append(param)
+    return head, pixel, backbone
 
 
 def forward(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ logits. It learns the colour rule within a few hundred steps; the network then
 only has to learn what context adds (cloud shadow beside cloud, dark areas,
 water bodies' outlines).
 
-It costs about 5 kFLOP a pixel (DeepLab's own cost is about 500 kFLOP) and
+It costs about 5 thousand multiply-adds a pixel (DeepLab several hundred thousand) and
 keeps float32 even when the rest of the network runs in bfloat16: its inputs
 are the raw normalised bands, where bfloat16's 8-bit mantissa would merge
 neighbouring colours. A model trained without one (older checkpoints) has no
@@ -28,6 +28,10 @@ from torch import nn
 
 PREFIX = "pixel_head."
 WIDTH = 64
+# Its learning rate over the head's. Three 1x1 layers on normalised bands take large steps well, and at the
+# head's rate (1e-3) a 60 m scene's colour rule was still half learnt after 112 steps (0.61 pixel accuracy on
+# the scene's other half; 0.69 at 10x, where a colour lookup table reaches 0.67).
+LR_FACTOR = 10.0
 
 
 class PixelHead(nn.Sequential):

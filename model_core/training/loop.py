@@ -26,6 +26,7 @@ from .. import scl
 from ..errors import Canceled, DeviceError, SclDeepLabError, TrainingError
 from ..evaluation import metrics
 from ..net import model as model_lib
+from ..net import pixel_head
 from ..progress import Progress
 from . import batchnorm, distributed
 from .dataset import Manifest, class_weights, loaders, statistics_loader
@@ -126,8 +127,10 @@ class Loop:
         self.statistics_loader = statistics_loader(
             manifest, batch_size=config.batch_size, mean=mean, std=std, seed=config.seed, ranks=self.ranks
         )
-        head, backbone = model_lib.trainable_parameters(net)
+        head, pixel, backbone = model_lib.trainable_parameters(net)
         groups = [{"params": head, "lr": config.learning_rate}]
+        if pixel:  # a small shallow network: it needs larger steps to learn within the epochs (pixel_head.py)
+            groups.append({"params": pixel, "lr": config.learning_rate * pixel_head.LR_FACTOR})
         if backbone:
             groups.append({"params": backbone, "lr": config.learning_rate * config.backbone_lr_factor})
         # The fused kernel steps the head's tens of millions of parameters in one pass (several times faster).

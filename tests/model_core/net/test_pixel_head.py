@@ -49,12 +49,13 @@ def test_its_logits_add_to_deeplabs_at_full_resolution(net):
     assert diff.max() == 0
 
 
-def test_it_trains_in_every_stage_with_the_head_learning_rate(net):
+def test_it_trains_in_every_stage_in_a_group_of_its_own(net):
     for stage in model.STAGES:
         model.freeze_for(net, stage)
         assert all(p.requires_grad for p in net.pixel_head.parameters()), stage
-        head, _backbone = model.trainable_parameters(net)
-        assert {id(p) for p in net.pixel_head.parameters()} <= {id(p) for p in head}
+        head, pixel, backbone = model.trainable_parameters(net)
+        assert [id(p) for p in pixel] == [id(p) for p in net.pixel_head.parameters()]
+        assert not {id(p) for p in pixel} & {id(p) for p in head + backbone}
     net.eval()
 
 
@@ -121,3 +122,24 @@ def test_training_gives_a_new_model_one_and_the_checkpoint_brings_it_back(tmp_pa
     plain = train(patches, TrainConfig(stage="full", epochs=1, batch_size=4, device="cpu", pretrained="none",
                                        pixel_head=False), tmp_path / "plain.pt")
     assert pixel_head.in_state(checkpoint.load_checkpoint(plain.best_path)["state_dict"]) is None
+
+
+def test_onnx_export_carries_it(tmp_path):
+    import numpy as np
+    from scl_deeplab.model_core.net.onnx_export import export_onnx
+    from scl_deeplab.model_core.prediction.onnx_runtime import OnnxModel
+    from scl_deeplab.tests.models import META
+
+    torch.manual_seed(0)
+    net = model.build_model(pixel_bands=3)
+    with torch.no_grad():
+        net.pixel_head[4].bias.copy_(torch.linspace(-3, 3, scl.NUM_CLASSES))  # a head that matters to the output
+    checkpoint.save_checkpoint(tmp_path / "m.pt", net.state_dict(), META)
+    result = export_onnx(tmp_path / "m.pt", tmp_path / "m.onnx")
+    x = np.random.default_rng(1).normal(size=(1, 3, 48, 40)).astype(np.float32)
+    with torch.no_grad():
+        expected = net.eval()(torch.from_numpy(x))["out"].softmax(dim=1).numpy()
+        without = _plain_logits(net, torch.from_numpy(x)).softmax(dim=1).numpy()
+    got = OnnxModel(result.output).run(x)
+    assert np.abs(got - expected).max() < 1e-4
+    assert np.abs(got - without).max() > 1e-2
