@@ -1,8 +1,8 @@
 """`make accuracy`: train on some scenes, score on other scenes, beside two baselines.
 
 End to end through the functions the algorithms call, with their defaults:
-make_patches per training scene (Make patches), train on all the manifests at
-once (Train head: with no pretrained weights on disk, the from-scratch recipe),
+make_patches on all training scenes at once (Make patches with several scenes),
+train on the manifest (Train head: with no pretrained weights on disk, the from-scratch recipe),
 predict_scene_from_checkpoint on each evaluation scene (Predict, default tile
 size) and evaluate_scene against its SCL (Evaluate). The confusion matrices of
 all evaluation scenes add up to one score. Beside it, on the same pixels: the
@@ -35,7 +35,9 @@ import numpy as np
 import torch
 from accuracy_scenes import Scene, read_scene_list, sample_scenes
 from scl_deeplab.model_core import scl
+from scl_deeplab.model_core.data.bands import parse_bands
 from scl_deeplab.model_core.data.patches import PatchConfig, make_patches
+from scl_deeplab.model_core.data.scenes import Scene as SceneFiles
 from scl_deeplab.model_core.errors import Canceled
 from scl_deeplab.model_core.evaluation.baselines import baseline_confusions, fit_lookup
 from scl_deeplab.model_core.evaluation.evaluate import evaluate_scene
@@ -112,13 +114,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work: Path,
-        patch_config: PatchConfig, config: TrainConfig, predict_config: PredictConfig) -> dict[str, Any]:
-    """Patches, training, prediction and scores; returns the results."""
+        patch_config: PatchConfig, config: TrainConfig, predict_config: PredictConfig,
+        epochs: int | None = None) -> dict[str, Any]:
+    """Patches, training, prediction and scores; returns the results (``epochs``: fixed instead of planned)."""
     started = time.perf_counter()
-    indexes = []
-    for i, (image, scl_path) in enumerate(train_scenes):
-        result = make_patches(image, scl_path, work / f"patches_{i}", replace(patch_config, overwrite=True))
-        indexes.append(result.index)
+    scenes = [SceneFiles(image, mask) for image, mask in train_scenes]
+    indexes = [make_patches(scenes, work / "patches", replace(patch_config, overwrite=True)).index]
     manifest = load_manifests(indexes)
     patches_s = time.perf_counter() - started
     lookup = fit_lookup([(r.image, r.mask) for r in manifest.train], manifest.input_scale)
@@ -129,7 +130,7 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
     if epoch_min > 1.5 * minutes:
         raise SystemExit(f"One epoch of {len(manifest.train)} patches takes about {epoch_min:.0f} minutes here, far "
                          f"over MINUTES={minutes:g}: give more time, or fewer or smaller training scenes.")
-    config = replace(config, epochs=epochs_for(minutes, steps, step_s))
+    config = replace(config, epochs=epochs or epochs_for(minutes, steps, step_s))
     log.info("%d training and %d validation patches of %d px; %.1f s a step -> %d epochs in %g minutes",
              len(manifest.train), len(manifest.val), manifest.patch_size, step_s, config.epochs, minutes)
     output = work / "model.pt"
@@ -182,7 +183,7 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
         "train_patches": len(manifest.train), "val_patches": len(manifest.val),
         "train_scenes": [str(s[0]) for s in train_scenes], "val_scenes": [str(s[0]) for s in val_scenes],
         "evaluated_pixels": int(model_m.sum()), "tile_size_px": predict_config.tiling.tile_size_px,
-        "patch_config": {k: v for k, v in asdict(patch_config).items() if k in ("patch_size_px", "stride_px")},
+        "patch_config": {k: v for k, v in asdict(patch_config).items() if k in ("patch_size_px", "stride_px", "bands")},
         "train_config": {**{k: v for k, v in asdict(config).items() if k != "weights_file"}, "stage": stage},
         "weights": trained["weights_source"]["kind"],
         "load_average": os.getloadavg(),
@@ -197,9 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="folder for patches, model and predictions (default: temporary)")
     parser.add_argument("--patch-size", type=int, help="PATCH_SIZE (default: Make patches' default)")
     parser.add_argument("--stride", type=int, help="STRIDE (default: Make patches' default)")
+    parser.add_argument("--split", choices=("blocks", "scenes"), help="SPLIT (default: Make patches' default)")
     parser.add_argument("--batch-size", type=int, help="BATCH_SIZE (default: Train head's default)")
+    parser.add_argument("--epochs", type=int, help="train this many epochs instead of planning them from MINUTES "
+                        "(MINUTES still stops the run): runs on a shared, busy CPU then stay comparable")
     parser.add_argument("--learning-rate", type=float, help="LEARNING_RATE (default: Train head's default)")
     parser.add_argument("--class-weights", action="store_true", help="CLASS_WEIGHTS")
+    parser.add_argument("--bands", help="BANDS: the scenes' band numbers the model reads, e.g. 1,2,3 (default 1,2,3)")
     parser.add_argument("--no-pixel-head", dest="pixel_head", action="store_false",
                         help="train the plain network, without PIXEL_HEAD")
     parser.add_argument("--unknown-codes-as-no-data", action="store_true",
@@ -214,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         patch_config = replace(patch_config, patch_size_px=args.patch_size)
     if args.stride:
         patch_config = replace(patch_config, stride_px=args.stride)
+    if args.split:
+        patch_config = replace(patch_config, split=args.split)
+    if args.bands:
+        patch_config = replace(patch_config, bands=parse_bands(args.bands))
     if args.unknown_codes_as_no_data:
         patch_config = replace(patch_config, unknown_codes_as_no_data=True)
     config = TrainConfig(stage="head", learning_rate=1e-3, pixel_head=args.pixel_head)  # Train head's defaults
@@ -228,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             train_scenes, val_scenes = read_scene_list(args.train), read_scene_list(args.val)
         else:
             train_scenes, val_scenes = sample_scenes(work, "train"), sample_scenes(work, "val")
-        results = run(train_scenes, val_scenes, args.minutes, work, patch_config, config, PredictConfig())
+        results = run(train_scenes, val_scenes, args.minutes, work, patch_config, config, PredictConfig(),
+                      epochs=args.epochs)
     sys.stdout.write(table(results.pop("rows")) + "\n")
     sys.stdout.write(json.dumps(results) + "\n")
     return 0

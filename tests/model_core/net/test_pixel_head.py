@@ -143,3 +143,25 @@ def test_onnx_export_carries_it(tmp_path):
     got = OnnxModel(result.output).run(x)
     assert np.abs(got - expected).max() < 1e-4
     assert np.abs(got - without).max() > 1e-2
+
+
+def test_int8_export_keeps_it_float32(tmp_path):
+    import onnx
+    from scl_deeplab.model_core.net.onnx_export import export_onnx
+    from scl_deeplab.tests.onnx_models import fitted_blocks
+
+    blocks = fitted_blocks(tmp_path)
+    payload = checkpoint.load_checkpoint(blocks["checkpoint"])
+    torch.manual_seed(0)
+    head = pixel_head.PixelHead(3, scl.NUM_CLASSES)
+    state = {**payload["state_dict"], **{pixel_head.PREFIX + k: v for k, v in head.state_dict().items()}}
+    checkpoint.save_checkpoint(tmp_path / "with_head.pt", state, payload["meta"])
+    result = export_onnx(tmp_path / "with_head.pt", tmp_path / "int8.onnx", int8=True, patches=blocks["patches"],
+                         calibration_tiles=4)
+    graph = onnx.load(str(result.output)).graph
+    dequantized = {out for n in graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    head_convs = [n for n in convs if "/pixel_head/" in n.name]
+    assert len(head_convs) == 3
+    assert not [n.name for n in head_convs if n.input[1] in dequantized]  # float32 weights
+    assert sum(1 for n in convs if n.input[1] in dequantized) == 61 - 7  # DeepLab quantised as without the head
