@@ -1,6 +1,8 @@
 """`make accuracy`: train on some scenes, score on other scenes, beside two baselines.
 
-End to end through the functions the algorithms call, with their defaults:
+End to end through the functions the algorithms call, with their defaults (and,
+without pretrained weights on disk, the demo's from-scratch patch size and batch
+size, 128 px and 4):
 make_patches on all training scenes at once (Make patches with several scenes),
 train on the manifest (Train head: with no pretrained weights on disk, the from-scratch recipe),
 predict_scene_from_checkpoint on each evaluation scene (Predict, default tile
@@ -42,7 +44,7 @@ from scl_deeplab.model_core.errors import Canceled
 from scl_deeplab.model_core.evaluation.baselines import baseline_confusions, fit_lookup
 from scl_deeplab.model_core.evaluation.evaluate import evaluate_scene
 from scl_deeplab.model_core.evaluation.metrics import Scores, scores
-from scl_deeplab.model_core.net import checkpoint
+from scl_deeplab.model_core.net import checkpoint, weight_sets
 from scl_deeplab.model_core.net import model as model_lib
 from scl_deeplab.model_core.net.device import pick_device, pick_precision
 from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
@@ -196,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", type=Path, help="scene list of evaluation scenes")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time bound (default 20)")
     parser.add_argument("--work", type=Path, help="folder for patches, model and predictions (default: temporary)")
-    parser.add_argument("--patch-size", type=int, help="PATCH_SIZE (default: Make patches' default)")
+    parser.add_argument("--patch-size", type=int, help="PATCH_SIZE (default: Make patches' default; 128 without "
+                        "pretrained weights on disk, as make demo)")
     parser.add_argument("--stride", type=int, help="STRIDE (default: Make patches' default)")
     parser.add_argument("--split", choices=("blocks", "scenes"), help="SPLIT (default: Make patches' default)")
-    parser.add_argument("--batch-size", type=int, help="BATCH_SIZE (default: Train head's default)")
+    parser.add_argument("--batch-size", type=int, help="BATCH_SIZE (default: Train head's default; 4 without "
+                        "pretrained weights on disk, as make demo)")
     parser.add_argument("--epochs", type=int, help="train this many epochs instead of planning them from MINUTES "
                         "(MINUTES still stops the run): runs on a shared, busy CPU then stay comparable")
     parser.add_argument("--learning-rate", type=float, help="LEARNING_RATE (default: Train head's default)")
@@ -215,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     torch.manual_seed(0)
     patch_config = PatchConfig(preview_patches=0)
+    if weight_sets.best_on_disk() is None:  # the demo's from-scratch recipe: more, smaller steps
+        args.patch_size, args.batch_size = args.patch_size or 128, args.batch_size or 4
     if args.patch_size:
         patch_config = replace(patch_config, patch_size_px=args.patch_size)
     if args.stride:
