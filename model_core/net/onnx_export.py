@@ -38,7 +38,12 @@ class Probabilities(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"].softmax(dim=1)
+        logits = self.model(x)["out"]
+        # Spelled out rather than softmax(dim=1): ONNX Runtime's Softmax over the channel axis of an
+        # NCHW tensor transposes it there and back (150 ms per 512 px tile on the bench CPU, a tenth
+        # of the int8 model's time); these element-wise steps give the same values in 20 ms.
+        exp = (logits - logits.amax(dim=1, keepdim=True)).exp()
+        return exp / exp.sum(dim=1, keepdim=True)
 
 
 @dataclass(frozen=True)
