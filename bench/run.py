@@ -295,7 +295,13 @@ def table(r: dict[str, Any]) -> str:
     for stage in ("head", "layer4"):
         e = t[stage]
         lines.append(f"  {stage:<7} naive {spread(e['naive'], 'p/s')}  plugin {spread(e['plugin'], 'p/s')} "
-                     f"[{e['plugin']['precision']}]  speedup {e['speedup']:.2f}x (median of paired epochs)")
+                     f"[{e['plugin']['precision']}]  speedup {e['speedup']:.2f}x (median of {len(e['speedups'])} "
+                     f"paired epochs, {min(e['speedups']):.2f}-{max(e['speedups']):.2f}x)")
+    # The bench alone keeps the load near the core count; more than that, or a busy start, means other work.
+    if r["load_before"] > os.cpu_count() / 2 or r["load_after"] > os.cpu_count() + 0.5:
+        lines.append(f"  Other work ran on these {os.cpu_count()} cores (load {r['load_before']:.1f} -> "
+                     f"{r['load_after']:.1f}): timings are inflated and the paired ratios spread; judge the "
+                     "training figures from a run on a quiet machine.")
     q = r["qgis"]
     lines.append(f"\nThrough QGIS, {q['side_px']}^2 px scene (cold start each): qgis_process "
                  f"{q['qgis_process']['wall_s']:.1f} s, model_core CLI {q['direct_cli']['wall_s']:.1f} s, overhead "
