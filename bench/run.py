@@ -2,9 +2,9 @@
 
 Prints a table, writes bench/results.json, and prints a one-line JSON summary last,
 with a verdict for each of the issue's targets (``targets_missed`` lists misses).
-``--quick`` uses smaller scenes and fewer repetitions (about a minute on a quiet 2-core
-machine once bench/.cache holds the bench model, its ONNX exports and FLOP counts; the
-report ends with the seconds each section took). ``--avx2`` holds torch to AVX2
+``--quick`` uses smaller scenes and fewer repetitions (164-173 s on the project's 2-core
+machine with other work running, once bench/.cache holds the bench model, its ONNX
+exports and FLOP counts; the report ends with the seconds each section took). ``--avx2`` holds torch to AVX2
 (``isa.py``). Speed does not depend on the weights, agreement does: by default
 the bench predicts with its own model (``bench_model``: a random backbone with a
 classifier head trained by the plugin, cached in bench/.cache/); ``--model CKPT``
