@@ -367,7 +367,8 @@ def verdicts(r: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller scenes, fewer repetitions (a few minutes at most; the report times each section)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller scenes, fewer repetitions (a few minutes at most; the report times each section)")
     parser.add_argument("--model", type=Path, metavar="CKPT",
                         help="bench with this plugin checkpoint (e.g. demo_output/model.pt from make demo) instead of "
                              "the bench's own model; the bench scenes are uint8 true colour")
