@@ -310,7 +310,8 @@ def table(r: dict[str, Any]) -> str:
     lim = r["limit"]
     peaks = ", ".join(f"{k} {v['best']:.0f} (median {v['median']:.0f}) GFLOP/s" for k, v in lim["peak_gflops"].items())
     counted = " (counts cached from an earlier run: they follow from the model alone)" if lim.get("flops_cached") else ""
-    lines.append(f"\nLimit: {lim['gflop_per_tile']:.0f} GFLOP per 512 tile (fast mode {lim['gflop_per_tile_fast']:.0f}){counted}; "
+    lines.append(f"\nLimit: {lim['gflop_per_tile']:.0f} GFLOP per 512 tile (fast mode {lim['gflop_per_tile_fast']:.0f})"
+                 f"{counted}; "
                  f"matmul peak {peaks}; the plugin's copy does {lim.get('plugin_gflop_per_tile', 0):.0f} GFLOP per tile "
                  f"{lim.get('plugin_work_note', '')}at {lim['plugin_gflops']:.0f} GFLOP/s = "
                  f"{lim['plugin_fraction_of_peak'] * 100:.0f}% of the {lim['plugin_precision']} peak (naive: "
@@ -423,8 +424,8 @@ def main() -> int:
     results["target_kind"], results["verdicts"] = verdicts(results)
     print(table(results))
     sections = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in results["section_s"].items())
-    print(f"\nTotal {results['total_s']:.0f} s ({sections}; the rest is start-up); load {results['load_before']:.2f} -> "
-          f"{results['load_after']:.2f}.")
+    print(f"\nTotal {results['total_s']:.0f} s ({sections}; the rest is start-up); "
+          f"load {results['load_before']:.2f} -> {results['load_after']:.2f}.")
     (HERE / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     p, t = results["predict"], results["train"]
     summary = {
