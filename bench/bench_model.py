@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 import train_bench
+from bench_cache import CACHE
 from scl_deeplab.model_core.net import checkpoint
 from scl_deeplab.model_core.training.train import TrainConfig, train
 
-CACHE = Path(__file__).resolve().parent / ".cache"
 SETTINGS: dict[str, Any] = {
     "version": 1,
     "train_scene_px": 1024,

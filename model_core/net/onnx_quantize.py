@@ -28,7 +28,8 @@ from ..data.radiometry import to_unit
 from ..errors import InputError
 from ..progress import SILENT, Progress, check_canceled
 
-KEPT_FLOAT_OPS = ("Resize", "Softmax", "GlobalAveragePool")  # never quantised (see the module's docstring)
+# Never quantised (see the module's docstring); "Softmax" is the Exp, ReduceSum and Div that spell it in the graph.
+KEPT_FLOAT_OPS = ("Resize", "Softmax", "GlobalAveragePool")
 
 
 def calibration_tiles(patches: Path, meta: dict[str, Any], count: int) -> list[np.ndarray]:

@@ -77,8 +77,14 @@ def _int8_convolutions(path) -> int:
 def test_int8_agrees_with_float32_on_a_fitted_model(tmp_path):
     blocks = fitted_blocks(tmp_path)
     float_model = export_onnx(blocks["checkpoint"], tmp_path / "float.onnx")
-    int8_model = export_onnx(blocks["checkpoint"], tmp_path / "int8.onnx", int8=True, patches=blocks["patches"])
+    int8_model = export_onnx(blocks["checkpoint"], tmp_path / "int8.onnx", int8=True, patches=blocks["patches"],
+                             float32_copy=tmp_path / "copy.onnx")
     assert OnnxModel(int8_model.output).info.precision == "int8"
+    # The float32 file the int8 one was quantised from (the bench's one export) is the plain float32 export.
+    copy, plain = OnnxModel(tmp_path / "copy.onnx"), OnnxModel(float_model.output)
+    assert copy.info.precision == "float32" and copy.info.codes == plain.info.codes
+    tile = np.random.default_rng(1).normal(size=(2, 3, 64, 96)).astype(np.float32)
+    np.testing.assert_allclose(copy.run(tile), plain.run(tile), atol=1e-6)
     assert int8_model.size_bytes < 0.6 * float_model.size_bytes  # ASPP's convolutions stay float32
     assert any("classifier.4" in name for name in int8_model.kept_float)  # the logits stay float32
     assert _int8_convolutions(int8_model.output) == 61 - 7  # all but stem, ASPP's five and the logits
@@ -98,4 +104,9 @@ def test_int8_needs_patches_and_leaves_nothing(tmp_path, exported):
         export_onnx(checkpoint, tmp_path / "m.onnx", int8=True)
     with pytest.raises(InputError, match="should end in .onnx"):
         export_onnx(checkpoint, tmp_path / "m.pt")
+    with pytest.raises(InputError, match="float32 copy comes with an int8 export only"):
+        export_onnx(checkpoint, tmp_path / "m.onnx", float32_copy=tmp_path / "f.onnx")
+    with pytest.raises(InputError, match="should end in .onnx, not f.pt"):
+        export_onnx(checkpoint, tmp_path / "m.onnx", int8=True, patches=tmp_path / "index.json",
+                    float32_copy=tmp_path / "f.pt")
     assert list(tmp_path.iterdir()) == []

@@ -158,3 +158,11 @@ def test_fixed_tile_size_is_named(blocks, tmp_path):
     predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / "out.tif",
                                   PredictConfig(tiling=TilingConfig(32, 8), batch_size=4))
     assert read(tmp_path / "out.tif").shape == (128, 128)
+
+
+def test_session_threads_sleep_when_idle_and_follow_omp_num_threads(blocks, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    options = onnx_runtime.OnnxModel(blocks["onnx"], "cpu").session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 1
+    assert options.graph_optimization_level.name == "ORT_ENABLE_ALL"
