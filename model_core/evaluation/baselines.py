@@ -32,10 +32,15 @@ def colour_keys(unit: np.ndarray) -> np.ndarray:
 
 
 class ColourLookup:
-    """Pixel counts by colour cell and SCL code, then the most frequent code per cell."""
+    """Pixel counts by colour cell and SCL code, then the most frequent code per cell.
 
-    def __init__(self) -> None:
+    ``scale`` brings raw values to 0-1 (the training patches' own; evaluation
+    scenes are read with the same one, so a colour means the same cell in both).
+    """
+
+    def __init__(self, scale: float | None = None) -> None:
         self.counts = np.zeros((LEVELS**3, scl.MAX_CODE + 1), np.int64)
+        self.scale = scale
 
     def add(self, unit: np.ndarray, codes: np.ndarray) -> None:
         """Count the pixels of one training patch (code 0, no data, is not counted)."""
@@ -57,7 +62,7 @@ class ColourLookup:
 
 def fit_lookup(records: list[tuple[Path, Path]], scale: float) -> ColourLookup:
     """The colour lookup of training patches, (image, mask) pairs, images brought to 0-1 by ``scale``."""
-    lookup = ColourLookup()
+    lookup = ColourLookup(scale)
     for image, mask in records:
         with rasterio.open(image) as img, rasterio.open(mask) as msk:
             lookup.add(to_unit(img.read((1, 2, 3)), scale), msk.read(1))
@@ -75,7 +80,8 @@ def baseline_confusions(image: Path, reference: Path, lookup: ColourLookup) -> t
     n = scl.NUM_CLASSES
     by_majority, by_lookup = np.zeros((n, n), np.int64), np.zeros((n, n), np.int64)
     with rasterio.open(image) as src, onto_grid(reference, src, what="reference SCL") as ref_src:
-        scale = input_scale(src.dtypes[0])
+        # The training patches' scale: a multispectral set's differs from true colour's rule for the same type.
+        scale = lookup.scale if lookup.scale is not None else input_scale(src.dtypes[0])
         for window in _blocks(src.height, src.width):
             ref = ref_src.read(1, window=window)
             unit = to_unit(src.read((1, 2, 3), window=window), scale)

@@ -51,3 +51,15 @@ def test_baseline_confusions_on_an_evaluation_scene(tmp_path):
     assert by_lookup.sum() == by_majority.sum() == 15
     assert by_lookup[3, 3] == 8 and by_lookup[8, 8] == 6 and by_lookup[7, 8] == 1  # index = code - 1
     assert by_majority[:, 3].sum() == 15 and by_majority[3, 3] == 8  # vegetation (8 of 15) is the majority
+
+
+def test_scenes_are_read_with_the_training_patches_scale(tmp_path):
+    # 16-bit reflectance: a multispectral patches set is scaled by 10000, true colour's rule for uint16 differs.
+    image = np.full((3, 2, 2), 3000, np.uint16)  # reflectance 0.3 everywhere
+    image[:, :, 1] = 9000  # right column 0.9
+    codes = np.array([[4, 9], [4, 9]], np.uint8)
+    patch_image, patch_mask = write(tmp_path / "p.tif", image, "uint16"), write(tmp_path / "m.tif", codes)
+    lookup = fit_lookup([(patch_image, patch_mask)], 10000.0)
+    assert lookup.scale == 10000.0
+    _, by_lookup = baseline_confusions(patch_image, patch_mask, lookup)
+    assert by_lookup[3, 3] == 2 and by_lookup[8, 8] == 2  # every pixel found in its own cell
