@@ -69,7 +69,8 @@ class Deadline(PrintProgress):
 
 
 def seconds_per_step(config: TrainConfig, patch_px: int) -> float:
-    """The measured time of one full-network training step (after one to warm up) on random patches,
+    """The measured time of one full-network training step (the fastest of three after one to warm up) on random
+    patches,
     on the device and in the precision training picks."""
     device = pick_device(config.device)
     dtype = pick_precision(device, config.precision).autocast_dtype
@@ -82,7 +83,7 @@ def seconds_per_step(config: TrainConfig, patch_px: int) -> float:
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, scl.NUM_CLASSES, (config.batch_size, patch_px, patch_px), device=device)
     times = []
-    for _ in range(2):
+    for _ in range(4):  # the first steps also create kernels and allocate: they took twice a later step
         started = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model_lib.forward(net, x)["out"]
@@ -91,7 +92,7 @@ def seconds_per_step(config: TrainConfig, patch_px: int) -> float:
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - started)
-    return times[-1]
+    return min(times[1:])
 
 
 def epochs_for(minutes: float, steps_per_epoch: int, step_s: float) -> int:
