@@ -10,9 +10,9 @@ project with the layers styled for comparison. Settings come from the environmen
   OUT              output folder (default demo_output)
   SIZE             sample scene size in pixels (default 1536)
   PATCH_SIZE       training patch size (default 256 with pretrained weights; 128 without)
-  HEAD_EPOCHS      epochs of the first stage (default 4 with pretrained weights; 6 without,
+  HEAD_EPOCHS      epochs of the first stage (default 4 with pretrained weights; 24 without,
                    when trainhead follows the from-scratch recipe and trains the full network)
-  FINETUNE_EPOCHS  epochs of the second stage (default 6 with pretrained weights; 1 without)
+  FINETUNE_EPOCHS  epochs of the second stage (default 6 with pretrained weights; 4 without)
   UNFREEZE         layer4 or full (default: layer4 with pretrained weights on disk, else full)
   BATCH_SIZE       training batch size (default 4)
   RESOLUTION       resolution in metres when DATA is an L2A product (default 20)
@@ -136,7 +136,7 @@ def recipe() -> dict[str, str]:
         return {"PATCH_SIZE": "256", "HEAD_EPOCHS": "4", "FINETUNE_EPOCHS": "6", "UNFREEZE": "layer4",
                 "FIRST": "train the classifier head (backbone frozen)", "SECOND": "fine-tune layer4"}
     print("No pretrained weights on disk: the from-scratch recipe (the full network in both stages).")
-    return {"PATCH_SIZE": "128", "HEAD_EPOCHS": "6", "FINETUNE_EPOCHS": "1", "UNFREEZE": "full",
+    return {"PATCH_SIZE": "128", "HEAD_EPOCHS": "24", "FINETUNE_EPOCHS": "4", "UNFREEZE": "full",
             "FIRST": "train the full network from random weights (trainhead, from-scratch recipe)",
             "SECOND": "fine-tune the full network at a tenth of the learning rate"}
 
