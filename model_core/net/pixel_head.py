@@ -37,13 +37,13 @@ LR_FACTOR = 10.0
 class PixelHead(nn.Sequential):
     """Three 1x1 convolutions, ``bands`` -> ``WIDTH`` -> ``WIDTH`` -> ``classes``, with ReLUs in between."""
 
-    def __init__(self, bands: int, classes: int, *, device: Any = None) -> None:
+    def __init__(self, bands: int, classes: int, *, device: Any = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(
-            nn.Conv2d(bands, WIDTH, 1, device=device),
+            nn.Conv2d(bands, WIDTH, 1, device=device, dtype=dtype),
             nn.ReLU(inplace=True),
-            nn.Conv2d(WIDTH, WIDTH, 1, device=device),
+            nn.Conv2d(WIDTH, WIDTH, 1, device=device, dtype=dtype),
             nn.ReLU(inplace=True),
-            nn.Conv2d(WIDTH, classes, 1, device=device),
+            nn.Conv2d(WIDTH, classes, 1, device=device, dtype=dtype),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -53,9 +53,10 @@ class PixelHead(nn.Sequential):
 
 
 def attach(net: nn.Module, bands: int, classes: int) -> PixelHead:
-    """Give ``net`` a randomly initialised pixel head reading ``bands`` bands (replacing any it had)."""
-    device = next(iter(net.parameters()), torch.empty(0)).device
-    head = PixelHead(bands, classes, device=device)
+    """Give ``net`` a randomly initialised pixel head reading ``bands`` bands (replacing any it had), on the
+    device and in the floating-point type of the network's own weights."""
+    like = next(iter(net.parameters()), torch.empty(0))
+    head = PixelHead(bands, classes, device=like.device, dtype=like.dtype if like.is_floating_point() else None)
     net.pixel_head = head
     return head
 
