@@ -15,24 +15,17 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from scl_deeplab.model_core.net.download import sha256_of
+
 CACHE = Path(__file__).resolve().parent / ".cache"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @cache
 def code_digest() -> str:
     """One hash of all of model_core's Python files: any change to the plugin's code changes it."""
     files = sorted((ROOT / "model_core").rglob("*.py"))
-    return key({str(p.relative_to(ROOT)): sha256_file(p) for p in files})
+    return key({str(p.relative_to(ROOT)): sha256_of(p) for p in files})
 
 
 def key(inputs: dict[str, Any]) -> str:

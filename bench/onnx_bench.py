@@ -39,7 +39,7 @@ def export_key(ckpt: Path, calibration_tiles: int) -> str:
     import torch
 
     return bench_cache.key({
-        "checkpoint": bench_cache.sha256_file(ckpt), "calibration_tiles": calibration_tiles,
+        "checkpoint": bench_cache.sha256_of(ckpt), "calibration_tiles": calibration_tiles,
         "calibration_scene_px": bench_model.SETTINGS["train_scene_px"],
         "calibration_patch_px": bench_model.SETTINGS["patch_px"], "code": bench_cache.code_digest(),
         "versions": [torch.__version__, onnx.__version__, onnxruntime.__version__]})

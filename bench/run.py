@@ -218,7 +218,7 @@ def limit_section(ckpt: Path, predict: dict[str, Any], device: torch.device, rep
 
     # Counting runs the model op by op in Python (seconds); the counts follow from the inputs alone.
     counts, counted_before = bench_cache.cached_json("flops", {
-        "checkpoint": bench_cache.sha256_file(ckpt), "code": bench_cache.code_digest(), "torch": torch.__version__,
+        "checkpoint": bench_cache.sha256_of(ckpt), "code": bench_cache.code_digest(), "torch": torch.__version__,
         "capability": torch.backends.cpu.get_cpu_capability(), "precision": precision.name, "device": device.type,
     }, count)
     flops, flops_fast, flops_done = counts["plain"], counts["fast"], counts["done"]

@@ -35,8 +35,8 @@ def test_same_inputs_reuse_the_entry_and_changed_inputs_make_a_new_one(tmp_path,
 def test_a_file_change_changes_its_hash_and_the_code_digest_covers_model_core(tmp_path):
     path = tmp_path / "model.pt"
     path.write_bytes(b"one")
-    before = bench_cache.sha256_file(path)
+    before = bench_cache.sha256_of(path)
     path.write_bytes(b"two")
-    assert bench_cache.sha256_file(path) != before
+    assert bench_cache.sha256_of(path) != before
     assert len(bench_cache.code_digest()) == 12
     assert bench_cache.key({"a": 1}) != bench_cache.key({"a": 2})
