@@ -34,16 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
 from accuracy_scenes import Scene, read_scene_list, sample_scenes
 from scl_deeplab.model_core import scl
 from scl_deeplab.model_core.data.bands import parse_bands
 from scl_deeplab.model_core.data.patches import PatchConfig, make_patches
+from scl_deeplab.model_core.data.rasters import onto_grid
 from scl_deeplab.model_core.data.scenes import Scene as SceneFiles
 from scl_deeplab.model_core.errors import Canceled
 from scl_deeplab.model_core.evaluation.baselines import baseline_confusions, fit_lookup
 from scl_deeplab.model_core.evaluation.evaluate import evaluate_scene
-from scl_deeplab.model_core.evaluation.metrics import Scores, scores
+from scl_deeplab.model_core.evaluation.metrics import Scores, confusion_from_codes, scores
 from scl_deeplab.model_core.net import checkpoint, weight_sets
 from scl_deeplab.model_core.net import model as model_lib
 from scl_deeplab.model_core.net.device import pick_device, pick_precision
@@ -98,6 +100,15 @@ def seconds_per_step(config: TrainConfig, patch_px: int) -> float:
 def epochs_for(minutes: float, steps_per_epoch: int, step_s: float) -> int:
     """How many epochs fit in ``minutes`` (nearest; the deadline stops a last one that overruns), at least one."""
     return max(1, round(minutes * 60 / (steps_per_epoch * step_s * OVERHEAD)))
+
+
+def confusion(prediction: Path, reference: Path, unknown_codes_as_no_data: bool) -> np.ndarray:
+    """Evaluate's confusion matrix; with ``unknown_codes_as_no_data`` reference codes above 11 (lossy files)
+    are left out instead of refused, as Make patches left them out of training."""
+    if not unknown_codes_as_no_data:
+        return evaluate_scene(prediction, reference).scores.matrix
+    with rasterio.open(prediction) as pred, onto_grid(reference, pred, what="reference SCL") as ref:
+        return confusion_from_codes(ref.read(1), pred.read(1))
 
 
 def score_row(name: str, sc: Scores) -> dict[str, Any]:
@@ -158,10 +169,11 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
     for i, (image, scl_path) in enumerate(val_scenes):
         prediction = work / f"prediction_{i}.tif"
         predict_scene_from_checkpoint(image, output, prediction, predict_config)
-        model_m += evaluate_scene(prediction, scl_path).scores.matrix
+        model_m += confusion(prediction, scl_path, patch_config.unknown_codes_as_no_data)
         if as_trained.tiling != predict_config.tiling:
             predict_scene_from_checkpoint(image, output, work / f"prediction_{i}_as_trained.tif", as_trained)
-            as_trained_m += evaluate_scene(work / f"prediction_{i}_as_trained.tif", scl_path).scores.matrix
+            as_trained_m += confusion(work / f"prediction_{i}_as_trained.tif", scl_path,
+                                      patch_config.unknown_codes_as_no_data)
         by_majority, by_lookup = baseline_confusions(image, scl_path, lookup)
         majority_m += by_majority
         lookup_m += by_lookup
