@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import pixel_head
+
 OUTPUT_STRIDE_FAST = 16
 
 
@@ -76,7 +78,7 @@ class FastDeepLab(nn.Module):
         for module in list(self.classifier)[1:]:
             y = module(y)
         out = F.interpolate(y, size=(height, width), mode="bilinear", align_corners=False)
-        return OrderedDict(out=out if self.pixel_head is None else out + self.pixel_head(x))
+        return OrderedDict(out=pixel_head.add_to(self, out, x))
 
 
 def output_stride_16(model: nn.Module) -> nn.Module:

@@ -166,8 +166,7 @@ def forward(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
             features[backbone.return_layers[name]] = x
     result: OrderedDict[str, torch.Tensor] = OrderedDict()
     out = F.interpolate(model.classifier(features["out"]), size=size, mode="bilinear", align_corners=False)
-    head = pixel_head.of(model)
-    result["out"] = out if head is None else out + head(image)
+    result["out"] = pixel_head.add_to(model, out, image)
     if model.aux_classifier is not None:
         aux = model.aux_classifier(features["aux"])
         result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)

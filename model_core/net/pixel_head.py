@@ -67,6 +67,12 @@ def of(net: nn.Module) -> PixelHead | None:
     return head if isinstance(head, PixelHead) else None
 
 
+def add_to(net: nn.Module, logits: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """``logits`` (full size) plus the pixel head's logits of ``image`` when ``net`` has a pixel head."""
+    head = of(net)
+    return logits if head is None else logits + head(image)
+
+
 def in_state(state: dict[str, torch.Tensor]) -> int | None:
     """How many bands the pixel head in a state dict reads; None when the state dict has none."""
     first = state.get(PREFIX + "0.weight")
