@@ -11,6 +11,11 @@ i % 3 == 2 are unseen.
     .venv/bin/python bench/multiband_scenes.py FOLDER OUT
     make accuracy TRAIN=OUT/train.txt VAL=OUT/val.txt MINUTES=5 ARGS="--patch-size 32 --bands 1,2,3"
     make accuracy TRAIN=OUT/train.txt VAL=OUT/val.txt MINUTES=5 ARGS="--patch-size 32 --bands 1,2,3,4,5,6"
+
+Across places: ``--names B04,B08,B11`` picks bands both places have (the Mol
+series has B01 B04 B08 B11 only, on a 10 m grid, its 20 m bands and SCL
+resampled to it: files ``*_20m_resampled_to_10m.tif``, read back at 20 m), and
+``--split all-train`` / ``all-unseen`` puts every date of a place in one list.
 """
 
 from __future__ import annotations
@@ -25,17 +30,22 @@ import rasterio
 BANDS = ("B04", "B03", "B02", "B8A", "B11", "B12")
 
 
+def band_file(folder: Path, name: str) -> tuple[Path, bool]:
+    """The file holding band ``name`` (or SCL) in ``folder``, and whether it lies on a 10 m grid."""
+    for pattern, on_10m in ((f"{name}_20m.tif", False), (f"{name}_10m.tif", True),
+                            (f"{name}_*_resampled_to_10m.tif", True)):
+        found = sorted(folder.glob(pattern))
+        if found:
+            return found[0], on_10m
+    raise SystemExit(f"{folder} has no {name}_20m.tif, {name}_10m.tif or {name}_*_resampled_to_10m.tif.")
+
+
 def read_band(folder: Path, name: str) -> tuple[np.ndarray, dict]:
     """(dates, h, w) values of one band at 20 m, and its 20 m profile; 10 m bands averaged over valid 2 x 2 pixels."""
-    for resolution in ("20m", "10m"):
-        path = folder / f"{name}_{resolution}.tif"
-        if path.exists():
-            break
-    else:
-        raise SystemExit(f"{folder} has no {name}_20m.tif or {name}_10m.tif; it needs the bands {', '.join(BANDS)}.")
+    path, on_10m = band_file(folder, name)
     with rasterio.open(path) as src:
         data, profile = src.read().astype(np.float64), src.profile
-    if resolution == "10m":
+    if on_10m:
         dates, h, w = data.shape
         blocks = data[:, : h // 2 * 2, : w // 2 * 2].reshape(dates, h // 2, 2, w // 2, 2)
         valid = (blocks > 0).sum(axis=(2, 4))
@@ -44,23 +54,38 @@ def read_band(folder: Path, name: str) -> tuple[np.ndarray, dict]:
     return np.rint(data).astype(np.uint16), profile
 
 
-def write_scenes(folder: Path, out: Path) -> tuple[Path, Path]:
-    """Write the per-date scenes and the train / unseen scene lists into ``out``; returns the two lists."""
-    with rasterio.open(folder / "SCL_20m.tif") as src:
+def read_scl(folder: Path) -> tuple[np.ndarray, dict]:
+    """(dates, h, w) SCL codes at 20 m and their profile; on a 10 m grid each 2 x 2 block's first pixel (the
+    resampled 20 m value)."""
+    path, on_10m = band_file(folder, "SCL")
+    with rasterio.open(path) as src:
         codes, profile = src.read(), src.profile
-    stack = np.stack([read_band(folder, name)[0] for name in BANDS], axis=1)  # (dates, bands, h, w)
+    if on_10m:
+        dates, h, w = codes.shape
+        codes = codes[:, : h // 2 * 2 : 2, : w // 2 * 2 : 2]
+        profile = dict(profile, width=w // 2, height=h // 2, transform=profile["transform"] * profile["transform"].scale(2))
+    return codes, profile
+
+
+def write_scenes(folder: Path, out: Path, names: tuple[str, ...] = BANDS, split: str = "dates") -> tuple[Path, Path]:
+    """Write the per-date scenes and the train / unseen scene lists into ``out``; returns the two lists.
+
+    ``split``: "dates" (every third date unseen), "all-train" or "all-unseen"."""
+    codes, profile = read_scl(folder)
+    stack = np.stack([read_band(folder, name)[0] for name in names], axis=1)  # (dates, bands, h, w)
     if stack.shape[0] != codes.shape[0] or stack.shape[2:] != codes.shape[1:]:
         raise SystemExit(f"The bands {stack.shape} and SCL {codes.shape} of {folder} do not line up.")
     out.mkdir(parents=True, exist_ok=True)
     lines: dict[str, list[str]] = {"train": [], "val": []}
     for i in range(codes.shape[0]):
         image, mask = out / f"d{i:03d}.tif", out / f"d{i:03d}_scl.tif"
-        with rasterio.open(image, "w", **dict(profile, count=len(BANDS), dtype="uint16", nodata=0)) as dst:
+        with rasterio.open(image, "w", **dict(profile, count=len(names), dtype="uint16", nodata=0)) as dst:
             dst.write(stack[i])
-            dst.descriptions = BANDS
+            dst.descriptions = names
         with rasterio.open(mask, "w", **dict(profile, count=1, dtype="uint8", nodata=0)) as dst:
             dst.write(codes[i].astype(np.uint8), 1)
-        lines["val" if i % 3 == 2 else "train"].append(f"{image.name},{mask.name}")
+        unseen = split == "all-unseen" or (split == "dates" and i % 3 == 2)
+        lines["val" if unseen else "train"].append(f"{image.name},{mask.name}")
     for split, rows in lines.items():
         (out / f"{split}.txt").write_text("\n".join(rows) + "\n")
     return out / "train.txt", out / "val.txt"
@@ -70,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="a folder of per-band time-series GeoTIFFs and SCL_20m.tif")
     parser.add_argument("out", type=Path, help="where the scenes and the lists go")
+    parser.add_argument("--names", default=",".join(BANDS), help="band names in order (default %(default)s)")
+    parser.add_argument("--split", choices=("dates", "all-train", "all-unseen"), default="dates",
+                        help="every third date unseen (default), or all dates in one list")
     args = parser.parse_args(argv)
-    train, val = write_scenes(args.folder, args.out)
+    train, val = write_scenes(args.folder, args.out, tuple(args.names.split(",")), args.split)
     sys.stdout.write(f"{train}\n{val}\n")
     return 0
 
