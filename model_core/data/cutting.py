@@ -18,7 +18,7 @@ from rasterio.windows import transform as window_transform
 
 from .. import scl
 from ..progress import SILENT, Progress, check_canceled
-from .radiometry import missing_pixels
+from .radiometry import nodata_mask
 from .raster_write import checked_raster
 from .rasters import label_profile, onto_grid, open_raster, write_scl
 from .scene_checks import SceneInfo
@@ -64,8 +64,8 @@ def cut_scene(
                 progress.set_progress(100.0 * (done + 1) / len(windows))
                 continue
             pixels = src.read(list(bands), window=window)
-            # NaN or no-data image pixels have no usable label either: they count as code 0.
-            missing = missing_pixels(pixels, [src.nodatavals[b - 1] for b in bands])
+            # Pixels without image data (all bands 0, no-data values, NaN) have no usable label: code 0.
+            missing = nodata_mask(pixels, [src.nodatavals[b - 1] for b in bands])
             codes[missing] = scl.NO_DATA
             valid = float(np.count_nonzero(codes)) / codes.size
             best = max(best, valid)

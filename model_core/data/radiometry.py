@@ -55,3 +55,12 @@ def missing_pixels(raw: np.ndarray, nodata: Sequence[float | None]) -> np.ndarra
     if raw.dtype.kind == "f":
         mask |= np.isnan(raw).any(axis=0)
     return mask
+
+
+def nodata_mask(raw: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
+    """(H, W) True where every band is 0, every band holds its no-data value, or any band is NaN.
+
+    The one rule for pixels without data: Make patches labels them 0 (not learnt), Predict writes 0 there, and
+    the baselines leave them out, so models and baselines are trained and scored on the same pixels.
+    """
+    return (raw == 0).all(axis=0) | missing_pixels(raw, nodata)

@@ -17,7 +17,7 @@ import rasterio
 from rasterio.windows import Window
 
 from .. import scl
-from ..data.radiometry import input_scale, to_unit
+from ..data.radiometry import input_scale, nodata_mask, to_unit
 from ..data.rasters import onto_grid
 from .metrics import confusion_from_codes
 
@@ -75,7 +75,11 @@ def _blocks(height: int, width: int) -> Iterator[Window]:
 
 
 def baseline_confusions(image: Path, reference: Path, lookup: ColourLookup) -> tuple[np.ndarray, np.ndarray]:
-    """(majority, lookup) confusion matrices on one evaluation scene, on the image's grid."""
+    """(majority, lookup) confusion matrices on one evaluation scene, on the image's grid.
+
+    Pixels without image data (``nodata_mask`` of the three bands read) are left out, as Predict leaves them out
+    of the model's output: both are scored on the same pixels.
+    """
     table, majority = lookup.table(), lookup.majority
     n = scl.NUM_CLASSES
     by_majority, by_lookup = np.zeros((n, n), np.int64), np.zeros((n, n), np.int64)
@@ -84,7 +88,9 @@ def baseline_confusions(image: Path, reference: Path, lookup: ColourLookup) -> t
         scale = lookup.scale if lookup.scale is not None else input_scale(src.dtypes[0])
         for window in _blocks(src.height, src.width):
             ref = ref_src.read(1, window=window)
-            unit = to_unit(src.read((1, 2, 3), window=window), scale)
+            raw = src.read((1, 2, 3), window=window)
+            ref = np.where(nodata_mask(raw, src.nodatavals[:3]), scl.NO_DATA, ref)
+            unit = to_unit(raw, scale)
             by_lookup += confusion_from_codes(ref, table[colour_keys(unit)])
             by_majority += confusion_from_codes(ref, np.full_like(ref, majority))
     return by_majority, by_lookup

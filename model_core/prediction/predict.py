@@ -29,7 +29,7 @@ from rasterio.windows import transform as window_transform
 from .. import scl
 from ..atomic import atomic_file
 from ..data import bands as band_lists
-from ..data.radiometry import missing_pixels, to_unit
+from ..data.radiometry import nodata_mask, to_unit
 from ..data.raster_write import checked_raster
 from ..data.rasters import extent_window, label_profile, open_raster
 from ..errors import BandCountError, CheckpointError, InputError
@@ -99,11 +99,6 @@ def choose_bands(src: rasterio.io.DatasetReader, spec: ModelInput, bands: Sequen
             f"or a model trained on {found} data."
         )
     return chosen
-
-
-def nodata_mask(raw: np.ndarray, nodata: Sequence[float | None]) -> np.ndarray:
-    """(H, W) True where every band is 0, every band holds its no-data value, or any band is NaN."""
-    return (raw == 0).all(axis=0) | missing_pixels(raw, nodata)
 
 
 def finish(probs: np.ndarray, nodata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -239,6 +239,21 @@ def test_nan_and_no_data_pixels_of_a_float_scene_count_as_code_0(tmp_path):
     assert (codes[:, :16] == 0).all() and (codes[:, 16:] > 0).all()
 
 
+def test_pixels_whose_bands_are_all_0_count_as_code_0_as_predict_leaves_them(tmp_path):
+    # No no-data value set, yet black in every band: Predict writes no data there, so no label is learnt from it.
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(1, 255, size=(3, 32, 32), dtype=np.uint8)
+    rgb[:, :4, :] = 0  # four black rows
+    rgb[0, 4, :] = 0  # one band 0 only: a real (if dark red-free) colour, kept
+    image = write_scene(tmp_path / "scene.tif", rgb)
+    mask = write_mask(tmp_path / "scl.tif", np.ones((32, 32), np.uint8))  # "saturated or defective" everywhere
+    result = make_patches(image, mask, tmp_path / "out", PatchConfig(patch_size_px=32, val_fraction=0))
+    manifest = json.loads(result.index.read_text(encoding="utf-8"))
+    with rasterio.open(tmp_path / "out" / manifest["patches"][0]["mask"]) as src:
+        codes = src.read(1)
+    assert (codes[:4] == 0).all() and (codes[4:] == 1).all()
+
+
 def test_coarser_mask_is_resampled_with_nearest(tmp_path):
     rng = np.random.default_rng(1)
     rgb = rng.integers(1, 255, size=(3, 64, 64), dtype=np.uint8)
