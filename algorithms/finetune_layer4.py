@@ -22,6 +22,8 @@ HELP = (
     "changed.\n"
     "Patches: the index.json written by Make patches, usually the same as for Train head.\n"
     "Backbone learning-rate factor: the unfrozen backbone layers learn at the learning rate times this.\n"
+    "Train on random crops (advanced): 0 goes on as the model trained (on whole patches, or on the crops the "
+    "from-scratch recipe of Train head chose); a size below the patch size trains on random crops of it.\n"
     "Processes: above 1 trains data-parallel through torchrun (one process per GPU, or per share of the CPU cores), "
     "Batch size patches per process; BatchNorm layers that train are synchronised across processes. A checkpoint "
     "can continue with a different number of processes.\n\n"

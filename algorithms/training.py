@@ -56,13 +56,17 @@ class TrainingAlgorithm(SclAlgorithm):
     GROUP = "training"
     PATCHES, EPOCHS, BATCH_SIZE, LEARNING_RATE = "PATCHES", "EPOCHS", "BATCH_SIZE", "LEARNING_RATE"
     CLASS_WEIGHTS = "CLASS_WEIGHTS"
-    DEVICE, PROCESSES, SEED, WORKERS = "DEVICE", "PROCESSES", "SEED", "WORKERS"
+    DEVICE, PROCESSES, SEED, WORKERS, CROP = "DEVICE", "PROCESSES", "SEED", "WORKERS", "CROP"
     OUTPUT_MODEL, OUTPUT_CURVES = "OUTPUT_MODEL", "OUTPUT_CURVES"
     PIXEL_ACCURACY, MIOU, BEST_EPOCH = "PIXEL_ACCURACY", "MIOU", "BEST_EPOCH"
     LAST_MODEL, OUTPUT_HISTORY = "LAST_MODEL", "OUTPUT_HISTORY"
 
     def add_run_parameters(self) -> None:
-        """DEVICE, PROCESSES, SEED and WORKERS, the advanced run settings."""
+        """CROP, DEVICE, PROCESSES, SEED and WORKERS, the advanced run settings."""
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.CROP, self.tr("Train on random crops of (px; 0: whole patches, 128 px crops from random weights, or "
+                               "as the model trained on continues)"),
+            type=QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)))
         self.addParameter(advanced(QgsProcessingParameterString(self.DEVICE, self.tr("Device"), defaultValue="auto")))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.PROCESSES, self.tr("Processes (data-parallel, through torchrun)"),
@@ -86,8 +90,9 @@ class TrainingAlgorithm(SclAlgorithm):
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_HISTORY, self.tr("Training history (CSV)")))
 
     def run_settings(self, parameters, context) -> dict[str, Any]:
-        """DEVICE, SEED and WORKERS as ``TrainConfig`` fields."""
+        """CROP, DEVICE, SEED and WORKERS as ``TrainConfig`` fields."""
         return {
+            "crop_px": self.parameterAsInt(parameters, self.CROP, context),
             "device": self.parameterAsString(parameters, self.DEVICE, context) or "auto",
             "seed": self.parameterAsInt(parameters, self.SEED, context),
             "workers": self.parameterAsInt(parameters, self.WORKERS, context),

@@ -1,10 +1,9 @@
 """`make accuracy`: train on some scenes, score on other scenes, beside two baselines.
 
-End to end through the functions the algorithms call, with their defaults (and,
-without pretrained weights on disk, the demo's from-scratch patch size and batch
-size, 128 px and 4):
+End to end through the functions the algorithms call, with their defaults:
 make_patches on all training scenes at once (Make patches with several scenes),
-train on the manifest (Train head: with no pretrained weights on disk, the from-scratch recipe),
+train on the manifest (Train head: with no pretrained weights on disk, the
+from-scratch recipe, on random 128 px crops of the patches),
 predict_scene_from_checkpoint on each evaluation scene (Predict, default tile
 size) and evaluate_scene against its SCL (Evaluate). The confusion matrices of
 all evaluation scenes add up to one score. Beside it, on the same pixels: the
@@ -45,14 +44,22 @@ from scl_deeplab.model_core.data.scenes import Scene as SceneFiles
 from scl_deeplab.model_core.errors import Canceled
 from scl_deeplab.model_core.evaluation.baselines import baseline_confusions, fit_lookup
 from scl_deeplab.model_core.evaluation.evaluate import evaluate_scene
-from scl_deeplab.model_core.evaluation.metrics import Scores, confusion_from_codes, scores
+from scl_deeplab.model_core.evaluation.metrics import (
+    Scores,
+    confusion_from_codes,
+    scores,
+)
 from scl_deeplab.model_core.net import checkpoint, weight_sets
 from scl_deeplab.model_core.net import model as model_lib
 from scl_deeplab.model_core.net.device import pick_device, pick_precision
-from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
+from scl_deeplab.model_core.prediction.predict import (
+    PredictConfig,
+    predict_scene_from_checkpoint,
+)
 from scl_deeplab.model_core.prediction.tiling import TilingConfig
 from scl_deeplab.model_core.progress import PrintProgress
-from scl_deeplab.model_core.training.dataset import load_manifests
+from scl_deeplab.model_core.training import recipe
+from scl_deeplab.model_core.training.dataset import load_manifests, view_px
 from scl_deeplab.model_core.training.train import TrainConfig, train
 
 log = logging.getLogger("scl_deeplab.bench")
@@ -72,8 +79,7 @@ class Deadline(PrintProgress):
 
 def seconds_per_step(config: TrainConfig, patch_px: int) -> float:
     """The measured time of one full-network training step (the fastest of three after one to warm up) on random
-    patches,
-    on the device and in the precision training picks."""
+    ``patch_px`` squares, on the device and in the precision training picks."""
     device = pick_device(config.device)
     dtype = pick_precision(device, config.precision).autocast_dtype
     net = model_lib.build_model()
@@ -138,15 +144,19 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
     patches_s = time.perf_counter() - started
     lookup = fit_lookup([(r.image, r.mask) for r in manifest.train], manifest.input_scale)
 
-    step_s = seconds_per_step(config, manifest.patch_size)
-    steps = max(1, len(manifest.train) // config.batch_size)
+    # What each step sees: whole patches, or the crops the from-scratch recipe (or --crop) trains on.
+    from_scratch = weight_sets.best_on_disk() is None and config.pretrained == "auto"
+    view = view_px(manifest.patch_size, config.crop_px or (recipe.SCRATCH_CROP_PX if from_scratch else 0))
+    step_s = seconds_per_step(config, view)
+    steps = max(1, len(manifest.train) * (manifest.patch_size // view) ** 2 // config.batch_size)
     epoch_min = steps * step_s * OVERHEAD / 60
     if epoch_min > 1.5 * minutes:
         raise SystemExit(f"One epoch of {len(manifest.train)} patches takes about {epoch_min:.0f} minutes here, far "
                          f"over MINUTES={minutes:g}: give more time, or fewer or smaller training scenes.")
     config = replace(config, epochs=epochs or epochs_for(minutes, steps, step_s))
-    log.info("%d training and %d validation patches of %d px; %.1f s a step -> %d epochs in %g minutes",
-             len(manifest.train), len(manifest.val), manifest.patch_size, step_s, config.epochs, minutes)
+    log.info("%d training and %d validation patches of %d px, %d px a sample; %d steps an epoch of %.2f s -> %d "
+             "epochs in %g minutes", len(manifest.train), len(manifest.val), manifest.patch_size, view, steps, step_s,
+             config.epochs, minutes)
     output = work / "model.pt"
     started = time.perf_counter()
     try:
@@ -163,8 +173,9 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
 
     n = scl.NUM_CLASSES
     model_m, as_trained_m, majority_m, lookup_m = (np.zeros((n, n), np.int64) for _ in range(4))
-    # Also at tiles of the training patch size, which is what the network saw while it learnt.
-    as_trained = replace(predict_config, tiling=TilingConfig(manifest.patch_size, manifest.patch_size // 4))
+    # Also at tiles of the size the network saw while it learnt (its patches, or its crops).
+    seen = int(trained["patch_size"])
+    as_trained = replace(predict_config, tiling=TilingConfig(seen, seen // 4))
     started = time.perf_counter()
     for i, (image, scl_path) in enumerate(val_scenes):
         prediction = work / f"prediction_{i}.tif"
@@ -181,7 +192,7 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
     model_s, majority_s, lookup_s = scores(model_m), scores(majority_m), scores(lookup_m)
     rows = [score_row(f"model, tiles {predict_config.tiling.tile_size_px} px", model_s)]
     if as_trained_m.any():
-        rows.append(score_row(f"model, tiles {manifest.patch_size} px", scores(as_trained_m)))
+        rows.append(score_row(f"model, tiles {seen} px", scores(as_trained_m)))
     rows += [score_row("colour lookup (32^3)", lookup_s), score_row("majority class", majority_s)]
     return {
         "rows": rows,
@@ -211,12 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", type=Path, help="scene list of evaluation scenes")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time bound (default 20)")
     parser.add_argument("--work", type=Path, help="folder for patches, model and predictions (default: temporary)")
-    parser.add_argument("--patch-size", type=int, help="PATCH_SIZE (default: Make patches' default; 128 without "
-                        "pretrained weights on disk, as make demo)")
+    parser.add_argument("--patch-size", type=int, help="PATCH_SIZE (default: Make patches' default)")
     parser.add_argument("--stride", type=int, help="STRIDE (default: Make patches' default)")
     parser.add_argument("--split", choices=("blocks", "scenes"), help="SPLIT (default: Make patches' default)")
-    parser.add_argument("--batch-size", type=int, help="BATCH_SIZE (default: Train head's default; 4 without "
-                        "pretrained weights on disk, as make demo)")
+    parser.add_argument("--batch-size", type=int, help="BATCH_SIZE (default: Train head's default)")
+    parser.add_argument("--crop", type=int, help="CROP: train on random crops of this size (default: Train head's "
+                        "default, 0: whole patches, or 128 px crops under the from-scratch recipe)")
     parser.add_argument("--epochs", type=int, help="train this many epochs instead of planning them from MINUTES "
                         "(MINUTES still stops the run): runs on a shared, busy CPU then stay comparable")
     parser.add_argument("--learning-rate", type=float, help="LEARNING_RATE (default: Train head's default)")
@@ -232,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     torch.manual_seed(0)
     patch_config = PatchConfig(preview_patches=0)
-    if weight_sets.best_on_disk() is None:  # the demo's from-scratch recipe: more, smaller steps
-        args.patch_size, args.batch_size = args.patch_size or 128, args.batch_size or 4
     if args.patch_size:
         patch_config = replace(patch_config, patch_size_px=args.patch_size)
     if args.stride:
@@ -246,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         patch_config = replace(patch_config, unknown_codes_as_no_data=True)
     config = TrainConfig(stage="head", learning_rate=1e-3, pixel_head=args.pixel_head)  # Train head's defaults
     for field_name, value in (("batch_size", args.batch_size), ("learning_rate", args.learning_rate),
-                              ("class_weights", args.class_weights or None)):
+                              ("class_weights", args.class_weights or None), ("crop_px", args.crop)):
         if value:
             config = replace(config, **{field_name: value})
     with tempfile.TemporaryDirectory(prefix="scl-accuracy-") as tmp:

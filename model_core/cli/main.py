@@ -65,6 +65,9 @@ def add_train(subparsers: Any) -> None:
     p.add_argument("--precision", choices=("auto", "float32"), default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--crop", type=int, default=0, metavar="PX",
+                   help="train on random crops of PX (default 0: whole patches; 128 px under the from-scratch recipe, "
+                        "or what the checkpoint started from trained on)")
     p.add_argument("--output", required=True, type=Path, metavar="CKPT", help="best checkpoint (.pt)")
     p.add_argument("--curves", type=Path, metavar="PNG", help="learning curves (default: beside --output)")
     p.set_defaults(func=run_train)
@@ -94,6 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         seed=args.seed,
         workers=args.workers,
+        crop_px=args.crop,
     )
     result = train(args.patches, config, args.output, resume=args.resume, progress=PrintProgress())
     if not Ranks.from_env().is_main:

@@ -38,6 +38,7 @@ class TrainConfig:
     workers: int = 0
     aspp_rates: str = "auto"  # or "scaled", "standard"; see net/aspp.py
     pixel_head: bool = True  # a new model gets net/pixel_head.py's per-pixel classifier
+    crop_px: int = 0  # train on random crops of this size, several a patch (0: whole patches; see recipe.py)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON values."""

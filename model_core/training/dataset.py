@@ -145,6 +145,11 @@ def class_weights(histogram: np.ndarray, *, max_weight: float = 10.0) -> torch.T
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def view_px(patch_size: int, crop: int) -> int:
+    """The side (px) of what the model sees in training: ``crop`` when it is set and below ``patch_size``."""
+    return crop if 0 < crop < patch_size else patch_size
+
+
 def radiometric_jitter(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``unit`` (3, H, W, true colour in 0-1) with random brightness, contrast and a little haze.
 
@@ -198,9 +203,19 @@ class PatchDataset(Dataset):
         std: Sequence[float],
         augment: bool = False,
         radiometric: bool = False,
+        crop: int = 0,
+        patch_size: int = 0,
     ) -> None:
-        """``augment``: random flips and quarter turns; ``radiometric``: also ``radiometric_jitter``."""
+        """``augment``: random flips and quarter turns; ``radiometric``: also ``radiometric_jitter``.
+
+        ``crop`` below ``patch_size``: items are ``crop`` px squares, (patch_size // crop)**2 of them a
+        patch, so an epoch still covers about every pixel once, in that many more, smaller steps. Augmented
+        (training) items are random squares holding labelled pixels; others a fixed grid over each patch, so
+        validation sees what a prediction with tiles of ``crop`` px sees.
+        """
         self.records = list(records)
+        self.crop = crop if view_px(patch_size, crop) < patch_size else 0
+        self.per_patch = (patch_size // self.crop) ** 2 if self.crop else 1
         self.scale = scale
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
@@ -208,19 +223,24 @@ class PatchDataset(Dataset):
         self.radiometric = radiometric
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) * self.per_patch
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch ``item``: an index, or (index, augmentation seed) as ``distributed.ShardSampler`` gives."""
         i, augmentation_seed = item if isinstance(item, tuple) else (item, item)
-        record = self.records[i]
-        with open_raster(record.image) as img, open_raster(record.mask) as msk:
-            raw = img.read(tuple(range(1, len(self.mean) + 1)))
-            codes = msk.read(1)
-        unit = to_unit(raw, self.scale)
-        target = scl.code_to_index(codes)
+        record = self.records[i // self.per_patch]
         # Seeded per patch and epoch by the sampler: the same whatever the number of processes or workers.
         rng = np.random.default_rng(augmentation_seed)
+        with open_raster(record.image) as img, open_raster(record.mask) as msk:
+            codes = msk.read(1)
+            window = None
+            if self.crop:
+                (row, col), codes = (_labelled_crop(codes, self.crop, rng) if self.augment
+                                     else _grid_crop(codes, self.crop, i % self.per_patch))
+                window = ((row, row + self.crop), (col, col + self.crop))
+            raw = img.read(tuple(range(1, len(self.mean) + 1)), window=window)
+        unit = to_unit(raw, self.scale)
+        target = scl.code_to_index(codes)
         if self.augment:
             k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
             unit, target = np.rot90(unit, k, axes=(1, 2)), np.rot90(target, k)
@@ -230,6 +250,30 @@ class PatchDataset(Dataset):
             unit = radiometric_jitter(np.ascontiguousarray(unit), rng)
         image = (unit - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target))
+
+
+def _labelled_crop(codes: np.ndarray, size: int, rng: np.random.Generator, tries: int = 8) -> tuple[
+        tuple[int, int], np.ndarray]:
+    """A random ``size`` px square of ``codes`` holding labelled pixels (the most labelled of ``tries`` when the
+    first ones hold none), as its (row, col) and its codes; a batch of no-data crops alone has no loss."""
+    best: tuple[tuple[int, int], np.ndarray] | None = None
+    for _ in range(tries):
+        row, col = (int(rng.integers(0, n - size + 1)) for n in codes.shape)
+        crop = codes[row : row + size, col : col + size]
+        if best is None or np.count_nonzero(crop) > np.count_nonzero(best[1]):
+            best = (row, col), crop
+        if np.count_nonzero(crop) > 0:
+            break
+    assert best is not None
+    return best
+
+
+def _grid_crop(codes: np.ndarray, size: int, k: int) -> tuple[tuple[int, int], np.ndarray]:
+    """The ``k``-th of n x n ``size`` px squares spread evenly over ``codes`` (n = its side // size)."""
+    n = codes.shape[0] // size
+    starts = np.linspace(0, codes.shape[0] - size, n).round().astype(int)
+    row, col = int(starts[k // n]), int(starts[k % n])
+    return (row, col), codes[row : row + size, col : col + size]
 
 
 def loaders(
@@ -243,9 +287,11 @@ def loaders(
     pin_memory: bool = False,
     ranks: Ranks | None = None,
     radiometric: bool = True,
+    crop: int = 0,
 ) -> tuple[DataLoader, DataLoader]:
     """(train, val) loaders over this rank's share of the patches. The train loader shuffles and augments
-    (flips and quarter turns, and with ``radiometric`` brightness, contrast and haze).
+    (flips and quarter turns, and with ``radiometric`` brightness, contrast and haze). With ``crop`` below the
+    patch size both give crops of that size (``PatchDataset``): random ones to train, a grid to validate.
 
     ``batch_size`` is per process. Call ``loader.sampler.set_epoch(epoch)`` before
     each training epoch for a new order. A training batch of one would break
@@ -254,8 +300,9 @@ def loaders(
     """
     ranks = ranks or Ranks()
     common = {"mean": mean, "std": std, "scale": manifest.input_scale}
-    train_set = PatchDataset(manifest.train, augment=True, radiometric=radiometric, **common)
-    val_set = PatchDataset(manifest.val, augment=False, **common)
+    train_set = PatchDataset(manifest.train, augment=True, radiometric=radiometric, crop=crop,
+                             patch_size=manifest.patch_size, **common)
+    val_set = PatchDataset(manifest.val, augment=False, crop=crop, patch_size=manifest.patch_size, **common)
     train_sampler = ShardSampler(len(train_set), ranks, shuffle=True, even=True, seed=seed)
     val_sampler = ShardSampler(len(val_set), ranks, shuffle=False, even=False)
     extra: dict[str, Any] = {"num_workers": workers, "pin_memory": pin_memory}

@@ -123,6 +123,7 @@ class Loop:
             seed=config.seed,
             pin_memory=device.type == "cuda",
             ranks=self.ranks,
+            crop=config.crop_px,
         )
         self.statistics_loader = statistics_loader(
             manifest, batch_size=config.batch_size, mean=mean, std=std, seed=config.seed, ranks=self.ranks

@@ -20,7 +20,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from ..net.weights import resolve as resolve_weights
 from ..progress import SILENT, Progress, SubProgress
 from . import distributed, recipe
 from .config import TrainConfig, TrainResult
-from .dataset import Manifest, band_statistics, check_patches, load_manifests
+from .dataset import Manifest, band_statistics, check_patches, load_manifests, view_px
 from .loop import Loop, device_errors
 
 
@@ -228,8 +228,17 @@ def _train(
     seed_everything(config.seed)
     names = manifest.input_names
     net, previous, source = _start(config, resume, start, build, names)
-    rates = aspp.rates_for(config.aspp_rates, manifest.patch_size, aspp.read_rates(previous) if previous else None)
-    if model_lib.set_aspp_rates(net, rates) and (note := aspp.small_patch_note(manifest.patch_size, rates)):
+    if previous and not config.crop_px:  # a run from a checkpoint goes on seeing what its model saw
+        config = replace(config, crop_px=int((previous.get("config") or {}).get("crop_px") or 0))
+    view = view_px(manifest.patch_size, config.crop_px)
+    if view < manifest.patch_size:
+        progress.info(
+            f"Training on random {view} px crops of the {manifest.patch_size} px patches, "
+            f"{(manifest.patch_size // view) ** 2} a patch each epoch; validating on a grid of such crops. The model "
+            f"records {view} px as its training patch size (ASPP rates and predict's default tiles follow it)."
+        )
+    rates = aspp.rates_for(config.aspp_rates, view, aspp.read_rates(previous) if previous else None)
+    if model_lib.set_aspp_rates(net, rates) and (note := aspp.small_patch_note(view, rates)):
         (progress.info if rates != aspp.STANDARD_RATES else progress.warn)(note)
     if resume is not None:
         progress.info(f"Continuing from {resume} (epoch {previous.get('epoch')}), stage {config.stage}.")
@@ -307,7 +316,7 @@ def _base_meta(
             checkpoint.ModelInput(manifest.input_names, manifest.dtype, float(manifest.input_scale),
                                   tuple(float(v) for v in mean), tuple(float(v) for v in std))
         ),
-        "patch_size": manifest.patch_size,
+        "patch_size": view_px(manifest.patch_size, config.crop_px),  # what the model saw: predict tiles by it
         "aux": model_lib.has_aux(net),
         "aspp_rates": model_lib.aspp_rates(net),
         "pixel_head": pixel_head.of(net) is not None,
@@ -347,6 +356,7 @@ def _stage_record(
         "last_epoch": first - 1,
         "learning_rate": config.learning_rate,
         "batch_size": config.batch_size,
+        "crop_px": config.crop_px,
         "class_weights": config.class_weights,
         "seed": config.seed,
         "patches": str(manifest.path),

@@ -161,3 +161,45 @@ def test_a_new_auto_run_without_weights_records_the_full_stage(tmp_path, monkeyp
     meta = result.meta
     assert meta["stages"][0]["stage"] == "full" and meta["config"]["stage"] == "full"
     assert meta["weights_source"]["kind"] == "none"
+
+
+def test_auto_without_weights_trains_on_crops_unless_asked_otherwise():
+    head = TrainConfig(stage="head", pretrained="auto")
+    log = Lines()
+    assert recipe.for_start(head, "none", resuming=False, progress=log).crop_px == recipe.SCRATCH_CROP_PX
+    assert f"random {recipe.SCRATCH_CROP_PX} px crops" in log.lines[0]
+    assert recipe.for_start(replace(head, crop_px=64), "none", resuming=False, progress=SILENT).crop_px == 64
+    assert recipe.for_start(head, "coco", resuming=False, progress=SILENT).crop_px == 0  # pretrained: whole patches
+
+
+def test_training_crops_hold_labels_and_validation_crops_tile_the_patch(tmp_path):
+    codes = np.zeros((32, 32), np.uint8)
+    codes[24:, 24:] = 4  # labelled only in one corner: most random 16 px crops would hold no label at all
+    manifest = load_manifest(write_manifest(tmp_path / "a", n_train=2, n_val=1, codes_override={0: codes}))
+    common = dict(scale=255.0, mean=(0, 0, 0), std=(1, 1, 1), patch_size=32)
+    training = PatchDataset(manifest.train, augment=True, crop=16, **common)
+    assert len(training) == 2 * 4
+    for seed in range(12):
+        image, target = training[(seed % 4, seed)]  # items 0-3 are crops of the corner-labelled patch
+        assert image.shape == (3, 16, 16) and (target != 255).any()
+    whole_image, whole_target = PatchDataset(manifest.val, **common)[0]
+    grid = PatchDataset(manifest.val, crop=16, **common)
+    assert len(grid) == 4
+    crops = [grid[k] for k in range(4)]
+    image = torch.cat([torch.cat([crops[0][0], crops[1][0]], 2), torch.cat([crops[2][0], crops[3][0]], 2)], 1)
+    target = torch.cat([torch.cat([crops[0][1], crops[1][1]], 1), torch.cat([crops[2][1], crops[3][1]], 1)], 0)
+    assert torch.equal(image, whole_image) and torch.equal(target, whole_target)
+    assert len(PatchDataset(manifest.train, crop=32, **common)) == 2  # a crop no smaller than the patch: whole
+
+
+def test_a_model_trained_on_crops_records_their_size_and_goes_on_with_them(tmp_path):
+    patches = write_manifest(tmp_path / "a", n_train=4, n_val=2)  # 32 px patches
+    log = Lines()
+    first = train(patches, replace(FAST, epochs=1, crop_px=16), tmp_path / "m.pt", progress=log)
+    assert any("random 16 px crops of the 32 px patches, 4 a patch" in line for line in log.lines)
+    assert first.meta["patch_size"] == 16 and list(first.meta["aspp_rates"]) == [1, 2, 3]
+    assert len(first.history) == 1
+    more = train(patches, replace(FAST, epochs=2), tmp_path / "more.pt", resume=first.last_path)
+    assert more.meta["patch_size"] == 16 and more.meta["stages"][-1]["crop_px"] == 16
+    whole = train(patches, replace(FAST, epochs=1), tmp_path / "whole.pt", build=stand_in())
+    assert whole.meta["patch_size"] == 32 and whole.meta["stages"][-1]["crop_px"] == 0
