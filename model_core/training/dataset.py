@@ -327,13 +327,16 @@ def statistics_loader(
     std: Sequence[float],
     seed: int = 0,
     ranks: Ranks | None = None,
+    crop: int = 0,
 ) -> DataLoader:
-    """Training patches as the model sees them at prediction time (no augmentation), in a fixed shuffled order.
+    """Training patches as the model sees them at prediction time (no augmentation; with ``crop``, the grid of
+    crops of that size), in a fixed shuffled order.
 
     For re-estimating BatchNorm statistics (``batchnorm.reestimate``): every rank
     takes the same number of full batches, of at least two patches.
     """
     ranks = ranks or Ranks()
-    data = PatchDataset(manifest.train, scale=manifest.input_scale, mean=mean, std=std)
+    data = PatchDataset(manifest.train, scale=manifest.input_scale, mean=mean, std=std, crop=crop,
+                        patch_size=manifest.patch_size)
     sampler = ShardSampler(len(data), ranks, shuffle=True, even=True, seed=seed + 1)
     return DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=len(sampler) % batch_size == 1)

@@ -126,7 +126,8 @@ class Loop:
             crop=config.crop_px,
         )
         self.statistics_loader = statistics_loader(
-            manifest, batch_size=config.batch_size, mean=mean, std=std, seed=config.seed, ranks=self.ranks
+            manifest, batch_size=config.batch_size, mean=mean, std=std, seed=config.seed, ranks=self.ranks,
+            crop=config.crop_px,
         )
         head, pixel, backbone = model_lib.trainable_parameters(net)
         groups = [{"params": head, "lr": config.learning_rate}]
