@@ -303,7 +303,12 @@ def _report(progress: Progress, manifest: Manifest, tried: int, passed: int, dro
         progress.info(f"Training scenes: {', '.join(manifest.train_scenes) or 'none'}.")
         progress.info(f"Validation scenes: {', '.join(manifest.val_scenes) or 'none'}.")
     if config.val_fraction > 0 and n_val == 0:
-        progress.warn("Too few patches to set some aside for validation; all of them are for training.")
+        others = "" if len(manifest.scenes) < 2 or config.split == "scenes" else ", or SPLIT scenes"
+        progress.warn(
+            f"Too few patches to set some aside for validation; all of them are for training, and training will "
+            f"refuse them. Use a smaller PATCH_SIZE than {config.patch_size_px} px (more, smaller patches; training "
+            f"from random weights crops them to 128 px anyway){others}."
+        )
     if note := aspp.small_patch_note(config.patch_size_px):
         progress.info(note)
 

@@ -254,6 +254,15 @@ def test_pixels_whose_bands_are_all_0_count_as_code_0_as_predict_leaves_them(tmp
     assert (codes[:4] == 0).all() and (codes[4:] == 1).all()
 
 
+def test_patches_too_large_to_hold_any_out_say_what_to_change(tmp_path):
+    image, mask, _, _ = random_scene(tmp_path, size=128)
+    lines = RecordingProgress()
+    result = make_patches(image, mask, tmp_path / "out", PatchConfig(patch_size_px=96, val_fraction=0.2),
+                          progress=lines)  # four windows, every two overlapping: no block can be kept apart
+    assert result.val_count == 0
+    assert any("smaller PATCH_SIZE than 96 px" in line for line in lines.warnings)
+
+
 def test_coarser_mask_is_resampled_with_nearest(tmp_path):
     rng = np.random.default_rng(1)
     rgb = rng.integers(1, 255, size=(3, 64, 64), dtype=np.uint8)
