@@ -61,7 +61,7 @@ demo: setup
 
 # QUICK=1: the short version (its report ends with each section's seconds); AVX2=1: torch held to AVX2 (ONNX Runtime cannot be, bench/isa.py).
 bench: setup
-	$(PY) bench/run.py $(if $(QUICK),--quick,) $(if $(AVX2),--avx2,)
+	$(PY) bench/run.py $(if $(QUICK),--quick,) $(if $(AVX2),--avx2,) $(if $(MODEL),--model $(MODEL),)
 
 # Train on some scenes, score on others, beside the majority class and a colour lookup (bench/accuracy.py).
 # TRAIN=list VAL=list: scene lists (one image,scl pair a line); without them sample scenes. MINUTES bounds training.

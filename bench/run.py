@@ -6,8 +6,8 @@ with a verdict for each of the issue's targets (``targets_missed`` lists misses)
 machine with other work running, once bench/.cache holds the bench model, its ONNX
 exports and FLOP counts; the report ends with the seconds each section took). ``--avx2`` holds torch to AVX2
 (``isa.py``). Speed does not depend on the weights, agreement does: by default
-the bench predicts with its own model (``bench_model``: a random backbone with a
-classifier head trained by the plugin, cached in bench/.cache/); ``--model CKPT``
+the bench predicts with its own model (``bench_model``: DeepLab with the pixel head
+trained briefly from random weights by the plugin, cached in bench/.cache/); ``--model CKPT``
 benches a real checkpoint instead, e.g. demo_output/model.pt from ``make demo``.
 Speedups are for the plugin's default settings (64 px overlapping tiles, which
 cost more tiles than the baseline's); agreements are measured on the baseline's
@@ -261,7 +261,8 @@ def table(r: dict[str, Any]) -> str:
     lines.append(f"Load at start (1-min avg): {r['load_before']:.2f} on {os.cpu_count()} cores - shared machine, noisy.")
     mo = r["model"]
     made = (f"{mo['path']} (--model)" if mo.get("path") else
-            f"random backbone, classifier head trained {mo['settings']['epochs']} epochs by model_core.training.train "
+            f"the full network with the pixel head, trained from random weights for {mo['settings']['epochs']} epochs "
+            "on 128 px crops by model_core.training.train "
             f"({'cached in bench/.cache' if mo['cached'] else 'trained now, cached for later runs'})")
     acc = mo.get("val_pixel_accuracy")
     lines.append(f"Model: {made}; validation pixel accuracy {acc if acc is None else f'{acc:.2f}'}.")
