@@ -10,7 +10,7 @@ scene. Until version 2 it was a classifier head on a frozen random backbone:
 validation pixel accuracy 0.25, near-ties everywhere, so int8 and fast mode were
 judged by roundings a trained model does not show. The result is cached under
 ``bench/.cache/`` keyed by these settings and the torch version, so only the
-first run pays for the training (about two minutes on two cores).
+first run pays for the training (80 s on two cores).
 """
 
 from __future__ import annotations
