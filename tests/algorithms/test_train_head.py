@@ -66,6 +66,17 @@ def test_trainhead_writes_checkpoints_curves_and_scores(provider, patches, tmp_p
     assert any(0 < p < 50 for p in feedback.percents) and max(feedback.percents) == 100
 
 
+def test_trainhead_crop_reaches_training_and_the_checkpoint(provider, patches, tmp_path, no_weights):
+    import processing
+
+    feedback = RecordingFeedback()
+    result = processing.run("scldeeplab:trainhead", params(patches, tmp_path, EPOCHS=1, CROP=16, PRETRAINED="none",
+                                                           CLASS_WEIGHTS=False), feedback=feedback)
+    meta = checkpoint.load_checkpoint(result["OUTPUT_MODEL"])["meta"]
+    assert meta["patch_size"] == 16 and meta["stages"][0]["crop_px"] == 16 and list(meta["aspp_rates"]) == [1, 2, 3]
+    assert any("random 16 px crops of the 32 px patches" in line for line in feedback.infos)
+
+
 def test_trainhead_missing_coco_weights_is_a_clear_error(provider, patches, tmp_path, no_weights):
     import processing
     from qgis.core import QgsProcessingException
