@@ -59,7 +59,7 @@ from scl_deeplab.model_core.prediction.predict import (
 from scl_deeplab.model_core.prediction.tiling import TilingConfig
 from scl_deeplab.model_core.progress import PrintProgress
 from scl_deeplab.model_core.training import recipe
-from scl_deeplab.model_core.training.dataset import load_manifests, view_px
+from scl_deeplab.model_core.training.dataset import crops_per_patch, load_manifests, view_px
 from scl_deeplab.model_core.training.train import TrainConfig, train
 
 log = logging.getLogger("scl_deeplab.bench")
@@ -148,7 +148,7 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
     from_scratch = weight_sets.best_on_disk() is None and config.pretrained == "auto"
     view = view_px(manifest.patch_size, config.crop_px or (recipe.SCRATCH_CROP_PX if from_scratch else 0))
     step_s = seconds_per_step(config, view)
-    steps = max(1, len(manifest.train) * (manifest.patch_size // view) ** 2 // config.batch_size)
+    steps = max(1, len(manifest.train) * crops_per_patch(manifest.patch_size, view) // config.batch_size)
     epoch_min = steps * step_s * OVERHEAD / 60
     if epoch_min > 1.5 * minutes:
         raise SystemExit(f"One epoch of {len(manifest.train)} patches takes about {epoch_min:.0f} minutes here, far "

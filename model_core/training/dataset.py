@@ -150,6 +150,12 @@ def view_px(patch_size: int, crop: int) -> int:
     return crop if 0 < crop < patch_size else patch_size
 
 
+def crops_per_patch(patch_size: int, crop: int) -> int:
+    """How many ``crop`` px squares a patch gives an epoch: as many as cover it (1 for whole patches)."""
+    view = view_px(patch_size, crop)
+    return (-(-patch_size // view)) ** 2
+
+
 def radiometric_jitter(unit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``unit`` (3, H, W, true colour in 0-1) with random brightness, contrast and a little haze.
 
@@ -208,14 +214,14 @@ class PatchDataset(Dataset):
     ) -> None:
         """``augment``: random flips and quarter turns; ``radiometric``: also ``radiometric_jitter``.
 
-        ``crop`` below ``patch_size``: items are ``crop`` px squares, (patch_size // crop)**2 of them a
-        patch, so an epoch still covers about every pixel once, in that many more, smaller steps. Augmented
+        ``crop`` below ``patch_size``: items are ``crop`` px squares, as many a patch as cover it
+        (``crops_per_patch``), so an epoch still covers about every pixel once, in that many more, smaller steps. Augmented
         (training) items are random squares holding labelled pixels; others a fixed grid over each patch, so
         validation sees what a prediction with tiles of ``crop`` px sees.
         """
         self.records = list(records)
         self.crop = crop if view_px(patch_size, crop) < patch_size else 0
-        self.per_patch = (patch_size // self.crop) ** 2 if self.crop else 1
+        self.per_patch = crops_per_patch(patch_size, self.crop) if self.crop else 1
         self.scale = scale
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
@@ -269,8 +275,8 @@ def _labelled_crop(codes: np.ndarray, size: int, rng: np.random.Generator, tries
 
 
 def _grid_crop(codes: np.ndarray, size: int, k: int) -> tuple[tuple[int, int], np.ndarray]:
-    """The ``k``-th of n x n ``size`` px squares spread evenly over ``codes`` (n = its side // size)."""
-    n = codes.shape[0] // size
+    """The ``k``-th of n x n ``size`` px squares spread evenly over ``codes``, n the fewest that cover it."""
+    n = -(-codes.shape[0] // size)
     starts = np.linspace(0, codes.shape[0] - size, n).round().astype(int)
     row, col = int(starts[k // n]), int(starts[k % n])
     return (row, col), codes[row : row + size, col : col + size]

@@ -42,7 +42,7 @@ from ..net.weights import resolve as resolve_weights
 from ..progress import SILENT, Progress, SubProgress
 from . import distributed, recipe
 from .config import TrainConfig, TrainResult
-from .dataset import Manifest, band_statistics, check_patches, load_manifests, view_px
+from .dataset import Manifest, band_statistics, check_patches, crops_per_patch, load_manifests, view_px
 from .loop import Loop, device_errors
 
 
@@ -234,7 +234,7 @@ def _train(
     if view < manifest.patch_size:
         progress.info(
             f"Training on random {view} px crops of the {manifest.patch_size} px patches, "
-            f"{(manifest.patch_size // view) ** 2} a patch each epoch; validating on a grid of such crops. The model "
+            f"{crops_per_patch(manifest.patch_size, view)} a patch each epoch; validating on a grid of such crops. The model "
             f"records {view} px as its training patch size (ASPP rates and predict's default tiles follow it)."
         )
     rates = aspp.rates_for(config.aspp_rates, view, aspp.read_rates(previous) if previous else None)

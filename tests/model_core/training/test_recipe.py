@@ -190,6 +190,9 @@ def test_training_crops_hold_labels_and_validation_crops_tile_the_patch(tmp_path
     target = torch.cat([torch.cat([crops[0][1], crops[1][1]], 1), torch.cat([crops[2][1], crops[3][1]], 1)], 0)
     assert torch.equal(image, whole_image) and torch.equal(target, whole_target)
     assert len(PatchDataset(manifest.train, crop=32, **common)) == 2  # a crop no smaller than the patch: whole
+    uneven = PatchDataset(manifest.val, crop=20, **common)  # 32 px does not split into 20s: 2 x 2 overlapping crops
+    assert len(uneven) == 4 and [uneven[k][1].shape for k in range(4)] == [(20, 20)] * 4
+    assert torch.equal(uneven[3][1], whole_target[12:, 12:])  # the last one ends at the patch's edge
 
 
 def test_a_model_trained_on_crops_records_their_size_and_goes_on_with_them(tmp_path):
