@@ -44,20 +44,13 @@ from scl_deeplab.model_core.data.scenes import Scene as SceneFiles
 from scl_deeplab.model_core.errors import Canceled
 from scl_deeplab.model_core.evaluation.baselines import baseline_confusions, fit_lookup
 from scl_deeplab.model_core.evaluation.evaluate import evaluate_scene
-from scl_deeplab.model_core.evaluation.metrics import (
-    Scores,
-    confusion_from_codes,
-    scores,
-)
+from scl_deeplab.model_core.evaluation.metrics import Scores, confusion_from_codes, scores
 from scl_deeplab.model_core.net import checkpoint, weight_sets
 from scl_deeplab.model_core.net import model as model_lib
 from scl_deeplab.model_core.net.device import pick_device, pick_precision
-from scl_deeplab.model_core.prediction.predict import (
-    PredictConfig,
-    predict_scene_from_checkpoint,
-)
+from scl_deeplab.model_core.prediction.predict import PredictConfig, predict_scene_from_checkpoint
 from scl_deeplab.model_core.prediction.tiling import TilingConfig
-from scl_deeplab.model_core.progress import PrintProgress
+from scl_deeplab.model_core.progress import SILENT, PrintProgress
 from scl_deeplab.model_core.training import recipe
 from scl_deeplab.model_core.training.dataset import crops_per_patch, load_manifests, view_px
 from scl_deeplab.model_core.training.train import TrainConfig, train
@@ -144,9 +137,9 @@ def run(train_scenes: list[Scene], val_scenes: list[Scene], minutes: float, work
     patches_s = time.perf_counter() - started
     lookup = fit_lookup([(r.image, r.mask) for r in manifest.train], manifest.input_scale)
 
-    # What each step sees: whole patches, or the crops the from-scratch recipe (or --crop) trains on.
-    from_scratch = weight_sets.best_on_disk() is None and config.pretrained == "auto"
-    view = view_px(manifest.patch_size, config.crop_px or (recipe.SCRATCH_CROP_PX if from_scratch else 0))
+    # What each step sees: whole patches, or the crops the recipe training will follow (or --crop) gives.
+    start = "none" if weight_sets.best_on_disk() is None else "pretrained"
+    view = view_px(manifest.patch_size, recipe.for_start(config, start, resuming=False, progress=SILENT).crop_px)
     step_s = seconds_per_step(config, view)
     steps = max(1, len(manifest.train) * crops_per_patch(manifest.patch_size, view) // config.batch_size)
     epoch_min = steps * step_s * OVERHEAD / 60

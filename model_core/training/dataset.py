@@ -215,9 +215,9 @@ class PatchDataset(Dataset):
         """``augment``: random flips and quarter turns; ``radiometric``: also ``radiometric_jitter``.
 
         ``crop`` below ``patch_size``: items are ``crop`` px squares, as many a patch as cover it
-        (``crops_per_patch``), so an epoch still covers about every pixel once, in that many more, smaller steps. Augmented
-        (training) items are random squares holding labelled pixels; others a fixed grid over each patch, so
-        validation sees what a prediction with tiles of ``crop`` px sees.
+        (``crops_per_patch``), so an epoch still covers about every pixel once, in that many more, smaller
+        steps. Augmented (training) items are random squares holding labelled pixels; others a fixed grid over
+        each patch, so validation sees what a prediction with tiles of ``crop`` px sees.
         """
         self.records = list(records)
         self.crop = crop if view_px(patch_size, crop) < patch_size else 0

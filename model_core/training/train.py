@@ -234,8 +234,9 @@ def _train(
     if view < manifest.patch_size:
         progress.info(
             f"Training on random {view} px crops of the {manifest.patch_size} px patches, "
-            f"{crops_per_patch(manifest.patch_size, view)} a patch each epoch; validating on a grid of such crops. The model "
-            f"records {view} px as its training patch size (ASPP rates and predict's default tiles follow it)."
+            f"{crops_per_patch(manifest.patch_size, view)} a patch each epoch; validating on a grid of such crops. "
+            f"The model records {view} px as its training patch size (ASPP rates and predict's default tiles "
+            "follow it)."
         )
     rates = aspp.rates_for(config.aspp_rates, view, aspp.read_rates(previous) if previous else None)
     if model_lib.set_aspp_rates(net, rates) and (note := aspp.small_patch_note(view, rates)):
