@@ -13,7 +13,7 @@ from scl_deeplab.model_core.data import scenes
 from scl_deeplab.model_core.data.synthetic import make_sample_scene
 
 Scene = tuple[Path, Path]  # (true-colour image, SCL)
-SAMPLE_SIZE = 768
+SAMPLE_SIZE = 1536  # 3 x 3 windows of Make patches' default 512 px: enough to hold a validation block apart
 SAMPLE_SEEDS = {"train": (1, 3), "val": (2,)}
 
 
