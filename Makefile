@@ -59,7 +59,7 @@ test-debian12:
 demo: setup
 	$(PY) scripts/demo.py
 
-# QUICK=1: the short version (its report ends with each section's seconds); AVX2=1: torch held to AVX2 (ONNX Runtime cannot be, bench/isa.py).
+# QUICK=1: the short version (its report ends with each section's seconds); AVX2=1: torch and ONNX Runtime held to AVX2 (bench/isa.py).
 bench: setup
 	$(PY) bench/run.py $(if $(QUICK),--quick,) $(if $(AVX2),--avx2,) $(if $(MODEL),--model $(MODEL),)
 

@@ -9,14 +9,22 @@ process with them set, before torch is imported; the bench's child processes
 
 ONNX Runtime cannot be held so: its CPU kernels (MLAS) choose AVX2, AVX-512,
 VNNI or AMX from the CPUID instruction when the library loads, with no
-environment variable or session option to lower the choice (the published
-wheels build every kernel in); only a build of ONNX Runtime without them, or an
-AVX2-only CPU, gives its AVX2 figure. The bench says which kernels it used.
+environment variable or session option to lower the choice. So ``--avx2`` also
+preloads ``cpuid_avx2.c`` (built here with ``cc`` into ``bench/.cache/``), which
+makes CPUID itself report an AVX2-only CPU to the whole process, through Linux's
+CPUID faulting. Where the CPU or kernel lacks CPUID faulting, or no C compiler
+is installed, ONNX Runtime runs its native kernels and the bench does not judge
+its rows. Either way the kernels run on this CPU's cores: the figures are those
+of AVX2 code here, not of an older CPU's cores.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +36,15 @@ AVX2_LIMITS = {
     "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",
 }
 FLAG = "--avx2"
+SHIM_SOURCE = Path(__file__).resolve().with_name("cpuid_avx2.c")
+CACHE = Path(__file__).resolve().parent / ".cache"
+NO_SHIM = "SCL_BENCH_NO_CPUID_SHIM"  # set, with the reason, where the CPUID shim could not be preloaded
+# The flags cpuid_avx2.c clears, as /proc/cpuinfo names them.
+WIDER_THAN_AVX2 = frozenset({
+    "avx512f", "avx512dq", "avx512ifma", "avx512pf", "avx512er", "avx512cd", "avx512bw", "avx512vl",
+    "avx512vbmi", "avx512_vbmi2", "avx512_vnni", "avx512_bitalg", "avx512_vpopcntdq", "avx512_4vnniw",
+    "avx512_4fmaps", "avx512_vp2intersect", "amx_bf16", "avx512_fp16", "amx_tile", "amx_int8", "avx_vnni",
+    "avx512_bf16", "amx_fp16", "avx_ifma", "avx_vnni_int8", "avx_ne_convert", "amx_complex", "avx10"})
 
 
 def held_to_avx2(environ: Mapping[str, str]) -> bool:
@@ -40,14 +57,51 @@ def avx2_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return {**environ, **AVX2_LIMITS}
 
 
+def cpuid_shim(cache: Path = CACHE) -> tuple[Path | None, str]:
+    """``cpuid_avx2.so``, built from its source with ``cc`` if not yet built; or None and why it cannot be."""
+    if "cpuid_fault" not in cpu_flags():
+        return None, "this CPU or kernel has no CPUID faulting (no cpuid_fault in /proc/cpuinfo)"
+    digest = hashlib.sha256(SHIM_SOURCE.read_bytes()).hexdigest()[:12]
+    built = cache / f"cpuid_avx2_{digest}.so"
+    if built.exists():
+        return built, ""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None, "no C compiler (cc) to build bench/cpuid_avx2.c; apt install gcc"
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = built.with_name(built.name + ".partial")
+    done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(SHIM_SOURCE)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        return None, f"cc could not build bench/cpuid_avx2.c: {done.stderr.strip()[:300]}"
+    os.replace(partial, built)
+    return built, ""
+
+
 def hold_to_avx2_if_asked(argv: list[str]) -> None:
     """With ``--avx2`` in ``argv`` and the limits not yet set, run this command again with them (never returns).
 
-    Call it before importing torch: the libraries read the limits once, when they load.
+    Call it before importing torch: the libraries read the limits once, when they load. The
+    new process also preloads the CPUID shim where it can be built (``cpuid_shim``).
     """
     if FLAG in argv and not held_to_avx2(os.environ):
+        environ = avx2_environment(os.environ)
+        shim, why = cpuid_shim()
+        if shim is None:
+            environ[NO_SHIM] = why
+        else:
+            environ["LD_PRELOAD"] = ":".join(filter(None, [str(shim), os.environ.get("LD_PRELOAD", "")]))
         command = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
-        os.execve(sys.executable, [sys.executable, *command[1:]], avx2_environment(os.environ))
+        os.execve(sys.executable, [sys.executable, *command[1:]], environ)
+
+
+def cpuid_held() -> bool:
+    """Whether CPUID in this process answers through the shim (it then reports an AVX2-only CPU)."""
+    try:
+        return ctypes.c_int.in_dll(ctypes.CDLL(None), "scl_bench_cpuid_held").value == 1
+    except ValueError:  # the shim is not loaded
+        return False
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -76,13 +130,24 @@ def onnxruntime_kernels(flags: set[str]) -> str:
     return f"int8 {' + '.join(int8)}, float32 {'AVX-512F' if 'avx512f' in flags else 'AVX2/FMA3'}"
 
 
-def describe(torch_capability: str, environ: Mapping[str, str], flags: set[str]) -> dict[str, str]:
-    """What each runtime used: torch's ATen capability and oneDNN limit, and ONNX Runtime's kernels."""
+def describe(torch_capability: str, environ: Mapping[str, str], flags: set[str], cpuid: bool = False) -> dict[str, str]:
+    """What each runtime used: torch's ATen capability and oneDNN limit, and ONNX Runtime's kernels.
+
+    ``cpuid``: whether CPUID reports an AVX2-only CPU here (``cpuid_held``); ONNX Runtime is then held too.
+    """
     onednn = environ.get("ONEDNN_MAX_CPU_ISA", "")
     held = held_to_avx2(environ)
+    if cpuid:
+        how = " (held to AVX2: CPUID reports an AVX2-only CPU, bench/cpuid_avx2.c)"
+        flags = flags - WIDER_THAN_AVX2
+    elif held:
+        why = environ.get(NO_SHIM, "the CPUID shim was not preloaded")
+        how = f" (NOT held to AVX2: MLAS chooses by CPUID, and {why})"
+    else:
+        how = " (chosen by CPUID)"
     return {
         "mode": "held to AVX2" if held else "native",
         "torch": f"ATen {torch_capability}, oneDNN {'max ' + onednn if onednn else 'native'}",
-        "onnxruntime": onnxruntime_kernels(flags) + (" (NOT held to AVX2: MLAS chooses by CPUID, no switch)"
-                                                     if held else " (chosen by CPUID)"),
+        "onnxruntime": onnxruntime_kernels(flags) + how,
+        "onnxruntime_held": "yes" if cpuid else "no",
     }

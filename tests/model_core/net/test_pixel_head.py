@@ -164,4 +164,4 @@ def test_int8_export_keeps_it_float32(tmp_path):
     head_convs = [n for n in convs if "/pixel_head/" in n.name]
     assert len(head_convs) == 3
     assert not [n.name for n in head_convs if n.input[1] in dequantized]  # float32 weights
-    assert sum(1 for n in convs if n.input[1] in dequantized) == 61 - 7  # DeepLab quantised as without the head
+    assert sum(1 for n in convs if n.input[1] in dequantized) == 61 - 3  # DeepLab quantised as without the head
