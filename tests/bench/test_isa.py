@@ -1,10 +1,11 @@
-"""The bench's AVX2 switch (bench/isa.py): torch and child processes held to AVX2, ONNX Runtime reported as it is."""
+"""The bench's AVX2 switch (bench/isa.py): torch, child processes and (through CPUID) ONNX Runtime held to AVX2."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ import torch
 child = subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
                        capture_output=True, text=True, check=True)
 print(json.dumps({{"capability": torch.backends.cpu.get_cpu_capability(), "argv": sys.argv[1:],
-                  "child_env": json.loads(child.stdout)}}))
+                  "child_env": json.loads(child.stdout), "cpuid_held": isa.cpuid_held(),
+                  "no_shim": os.environ.get(isa.NO_SHIM)}}))
 """
 
 
@@ -41,23 +43,64 @@ def test_avx2_flag_holds_torch_and_child_processes_to_avx2(tmp_path):
     assert held["capability"] == "AVX2"  # ATen, as torch reports it after the re-run
     assert {k: held["child_env"].get(k) for k in isa.AVX2_LIMITS} == isa.AVX2_LIMITS  # children inherit the limits
     assert held["argv"] == ["--quick", "--avx2"]  # the re-run keeps the command line
+    shim, why = isa.cpuid_shim()
+    assert held["cpuid_held"] == (shim is not None)  # ONNX Runtime is held too wherever the shim can be built
+    assert held["no_shim"] == (why or None)  # and where it cannot, the report can say why
 
 
 def test_without_the_flag_nothing_is_limited(tmp_path):
     native = _probe(tmp_path, "--quick")
     assert not any(k in native["child_env"] for k in isa.AVX2_LIMITS)
+    assert not native["cpuid_held"] and "LD_PRELOAD" not in native["child_env"]
     assert isa.describe(native["capability"], native["child_env"], set())["mode"] == "native"
 
 
-def test_onnxruntime_kernels_follow_the_cpu_flags_and_are_never_called_avx2_held():
+def test_onnxruntime_kernels_follow_the_cpu_flags_and_are_called_held_only_through_cpuid():
     assert isa.onnxruntime_kernels({"avx2", "fma"}) == "int8 AVX2, float32 AVX2/FMA3"
     assert isa.onnxruntime_kernels({"avx2", "fma", "avx_vnni"}) == "int8 AVX-VNNI, float32 AVX2/FMA3"
     amx = {"avx2", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "amx_tile", "amx_int8"}
     assert isa.onnxruntime_kernels(amx) == "int8 AMX-INT8 + AVX-512 VNNI, float32 AVX-512F"
-    described = isa.describe("AVX2", isa.avx2_environment({}), amx)
+    limits = isa.avx2_environment({})
+    described = isa.describe("AVX2", limits, amx)
     assert described["mode"] == "held to AVX2"
     assert described["torch"] == "ATen AVX2, oneDNN max AVX2"
     assert "NOT held to AVX2" in described["onnxruntime"] and "AMX-INT8" in described["onnxruntime"]
+    assert "no C compiler" in isa.describe("AVX2", {**limits, isa.NO_SHIM: "no C compiler (cc)"}, amx)["onnxruntime"]
+    through_cpuid = isa.describe("AVX2", limits, amx | {"fma"}, cpuid=True)
+    assert through_cpuid["onnxruntime"].startswith("int8 AVX2, float32 AVX2/FMA3 (held to AVX2")
+    assert through_cpuid["onnxruntime_held"] == "yes" and described["onnxruntime_held"] == "no"
+
+
+CPUID_PROBE = r"""
+#include <cpuid.h>
+#include <stdio.h>
+int main(void) {
+    unsigned a, b, c, d;
+    __cpuid_count(7, 0, a, b, c, d);
+    printf("%u %u %u %u\n", (b >> 5) & 1, (b >> 16) & 1, (c >> 11) & 1, (d >> 25) & 1); /* AVX2 512F VNNI AMX */
+    return 0;
+}
+"""
+
+
+def test_cpuid_shim_makes_cpuid_report_an_avx2_only_cpu(tmp_path):
+    shim, why = isa.cpuid_shim(tmp_path)
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if "cpuid_fault" not in isa.cpu_flags() or compiler is None:  # the bench then says why and judges no ONNX row
+        assert shim is None and ("cpuid_fault" in why or "no C compiler" in why)
+        return
+    assert shim is not None and shim.parent == tmp_path and isa.cpuid_shim(tmp_path) == (shim, "")  # built once
+    source = tmp_path / "cpuid.c"
+    source.write_text(CPUID_PROBE, encoding="utf-8")
+    subprocess.run([compiler, "-o", str(tmp_path / "cpuid"), str(source)], check=True)
+
+    def bits(environ: dict[str, str]) -> list[int]:
+        out = subprocess.run([str(tmp_path / "cpuid")], capture_output=True, text=True, env=environ, check=True)
+        return [int(v) for v in out.stdout.split()]
+
+    native = bits(dict(os.environ))
+    held = bits({**os.environ, "LD_PRELOAD": str(shim)})
+    assert held == [native[0], 0, 0, 0]  # AVX2 as this CPU has it; AVX-512F, AVX-512 VNNI and AMX-INT8 gone
 
 
 def test_cpu_flags_reads_the_flags_line(tmp_path):
