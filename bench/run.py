@@ -327,8 +327,8 @@ def table(r: dict[str, Any]) -> str:
     lines.append(f"\nTargets ({r['target_kind']}):")
     if r["mode"] == "quick":
         lines.append("  quick mode: one tile per prediction path and per ONNX model (median of 3 runs after a "
-                     "warm-up); training as the median of 3 paired epochs on 128 px patches; one timed pass per layout; int8 "
-                     "calibrated on 8 patches; the full run is the one to judge targets by.")
+                     "warm-up); training as the median of 3 paired epochs on 128 px patches; one timed pass per "
+                     "layout; int8 calibrated on 8 patches; the full run is the one to judge targets by.")
     for name, v in r["verdicts"].items():
         verdict = "met" if v["met"] else "MISSED" if v["met"] is False else f"not judged: {v['why']}"
         lines.append(f"  {name:<22}{v['value']:>9.3f} {v['op']} {v['target']:<6.3f} {verdict}")
