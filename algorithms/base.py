@@ -18,7 +18,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..model_core.errors import Canceled, SclDeepLabError
+from ..model_core import atomic
+from ..model_core.errors import Canceled, InputError, SclDeepLabError
 from ..runtime.feedback import FeedbackProgress  # noqa: F401 - algorithms take it from here
 from ..runtime.interpreter import onnxruntime_install_hint, torch_install_hint
 
@@ -158,35 +159,12 @@ class SclAlgorithm(QgsProcessingAlgorithm):
 def refuse_overwriting_inputs(
     inputs: Mapping[str, str | Path | None], outputs: Mapping[str, str | Path | None]
 ) -> None:
-    """Raise ``QgsProcessingException`` when an output path is an input's, or another output's, before any work.
-
-    Keys are parameter names, values paths (a layer's source is fine); empty values
-    are skipped. Paths are compared resolved, so links, ".." and "~" do not hide a match.
-    """
-
-    def resolved(value: str | Path | None) -> Path | None:
-        text = str(value or "").split("|", 1)[0].strip()  # a layer source may carry "|layername=..."
-        return Path(text).expanduser().resolve() if text else None
-
-    sources = [(name, resolved(path)) for name, path in inputs.items()]
-    seen: list[tuple[str, Path | None]] = []
-    for out_name, out_value in outputs.items():
-        target = resolved(out_value)
-        if target is None:
-            continue
-        for in_name, source in sources:
-            if source == target:
-                raise QgsProcessingException(
-                    f"The output {out_name} ({target}) is the input {in_name}: writing it would overwrite "
-                    f"that input. Choose another path for {out_name}."
-                )
-        for other_name, other in seen:
-            if other == target:
-                raise QgsProcessingException(
-                    f"The outputs {other_name} and {out_name} are the same file ({target}); one would overwrite "
-                    "the other. Choose different paths."
-                )
-        seen.append((out_name, target))
+    """Raise ``QgsProcessingException`` when an output path is an input's, or another output's, before any work
+    (``atomic.refuse_overwriting_inputs``; keys are parameter names)."""
+    try:
+        atomic.refuse_overwriting_inputs(inputs, outputs)
+    except InputError as exc:
+        raise QgsProcessingException(str(exc)) from exc
 
 
 def number_out_of_range(algorithm: QgsProcessingAlgorithm, parameters: Mapping[str, object]) -> str | None:

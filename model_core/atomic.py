@@ -12,11 +12,11 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import InputError, OutputError
 
 
 def _check_parent(final: Path) -> None:
@@ -192,3 +192,38 @@ def check_replaceable(
             f"The output folder {folder} holds files that an earlier run did not write ({shown}); "
             "overwriting replaces only an earlier run's output. Choose an empty or new folder, or move those files."
         )
+
+
+def refuse_overwriting_inputs(
+    inputs: Mapping[str, str | Path | None], outputs: Mapping[str, str | Path | None]
+) -> None:
+    """Raise ``InputError`` when an output path is an input's, or another output's, before any work.
+
+    Keys name the paths for the message (parameter or option names), values are paths (a
+    layer's source is fine); empty values are skipped. Paths are compared resolved, so
+    links, ".." and "~" do not hide a match.
+    """
+
+    def resolved(value: str | Path | None) -> Path | None:
+        text = str(value or "").split("|", 1)[0].strip()  # a layer source may carry "|layername=..."
+        return Path(text).expanduser().resolve() if text else None
+
+    sources = [(name, resolved(path)) for name, path in inputs.items()]
+    seen: list[tuple[str, Path | None]] = []
+    for out_name, out_value in outputs.items():
+        target = resolved(out_value)
+        if target is None:
+            continue
+        for in_name, source in sources:
+            if source == target:
+                raise InputError(
+                    f"The output {out_name} ({target}) is the input {in_name}: writing it would overwrite "
+                    f"that input. Choose another path for {out_name}."
+                )
+        for other_name, other in seen:
+            if other == target:
+                raise InputError(
+                    f"The outputs {other_name} and {out_name} are the same file ({target}); one would overwrite "
+                    "the other. Choose different paths."
+                )
+        seen.append((out_name, target))

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from .. import scl
-from ..atomic import atomic_file
+from ..atomic import atomic_file, refuse_overwriting_inputs
 from ..data import bands as band_lists
 from ..data.radiometry import nodata_mask, to_unit
 from ..data.raster_write import checked_raster
@@ -208,6 +208,7 @@ def predict_scene(
     """
     if config.batch_size < 0:
         raise InputError(f"The batch size must be 0 (auto) or more, got {config.batch_size}.")
+    refuse_overwriting_inputs({"scene": image_path}, {"prediction": out_path, "confidence": confidence_path})
     choice = choose_tiling(config.tiling, meta)
     spec = input_from_meta(meta)
     tiling = choice.tiling
@@ -372,6 +373,8 @@ def predict_scene_from_checkpoint(
     A ``.onnx`` file runs through ONNX Runtime (``onnx_runtime``), which needs no PyTorch.
     """
     config.tiling.validate()
+    refuse_overwriting_inputs({"scene": image_path, "model": checkpoint_path},
+                              {"prediction": out_path, "confidence": confidence_path})
     if Path(checkpoint_path).suffix.lower() == ".onnx":
         from .onnx_runtime import cached_onnx_model
 

@@ -201,6 +201,20 @@ def test_unwritable_output_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "scene.tif"]
 
 
+def test_output_that_is_the_scene_or_the_other_output_is_refused_and_the_scene_kept(tmp_path, deeplab_checkpoint):
+    scene = tmp_path / "scene.tif"
+    write_scene(scene, 40, 40)
+    before = scene.read_bytes()
+    with pytest.raises(InputError, match="is the input scene: writing it would overwrite that input"):
+        predict_scene(scene, TinyFcn().eval(), META, tmp_path / "." / "scene.tif", config())
+    with pytest.raises(InputError, match="is the input model"):
+        predict_scene_from_checkpoint(scene, deeplab_checkpoint, deeplab_checkpoint, config())
+    with pytest.raises(InputError, match="outputs prediction and confidence are the same file"):
+        predict_scene(scene, TinyFcn().eval(), META, tmp_path / "pred.tif", config(),
+                      confidence_path=tmp_path / "pred.tif")
+    assert scene.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
 def test_cancel_stops_between_batches_and_leaves_no_file(tmp_path):
     write_scene(tmp_path / "scene.tif", 200, 150)
     progress = RecordingProgress(cancel_after_checks=2)
