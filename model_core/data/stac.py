@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import tempfile
@@ -176,16 +177,17 @@ def search(
     io = StacApiIO(headers=sent, timeout=60, max_retries=retry)
     where = f"{config.collection} at {_public(config.url)}"
     try:
-        client = Client.open(config.url, stac_io=io)
-        kwargs: dict[str, Any] = {}
-        if client.conforms_to(ConformanceClasses.QUERY):
-            kwargs["query"] = {"eo:cloud_cover": {"lte": config.max_cloud_cover}}
-        elif client.conforms_to(ConformanceClasses.FILTER):
-            kwargs.update(filter_lang="cql2-json", filter={
-                "op": "<=", "args": [{"property": "eo:cloud_cover"}, config.max_cloud_cover]})
-        found = client.search(collections=[config.collection], bbox=bbox, max_items=config.max_items,
-                              datetime=f"{config.start_date}/{config.end_date}", **kwargs)
-        items = list(found.items())
+        with _kept_out_of_logs(_secrets(sent)):
+            client = Client.open(config.url, stac_io=io)
+            kwargs: dict[str, Any] = {}
+            if client.conforms_to(ConformanceClasses.QUERY):
+                kwargs["query"] = {"eo:cloud_cover": {"lte": config.max_cloud_cover}}
+            elif client.conforms_to(ConformanceClasses.FILTER):
+                kwargs.update(filter_lang="cql2-json", filter={
+                    "op": "<=", "args": [{"property": "eo:cloud_cover"}, config.max_cloud_cover]})
+            found = client.search(collections=[config.collection], bbox=bbox, max_items=config.max_items,
+                                  datetime=f"{config.start_date}/{config.end_date}", **kwargs)
+            items = list(found.items())
     except APIError as exc:
         raise _catalogue_error(exc, where, _secrets(sent)) from exc
     except (OSError, ValueError, KeyError, STACError, STACTypeError) as exc:  # unreachable, or not STAC
@@ -579,6 +581,34 @@ def _secrets(headers: Mapping[str, str] | None) -> tuple[str, ...]:
         found.append(str(value).strip())
         found.extend(str(value).split()[1:])
     return tuple(v for v in found if len(v) >= 4)
+
+
+# pystac-client logs every request with its headers at DEBUG, the Authorization header's token included.
+STAC_REQUEST_LOGGER = "pystac_client.stac_api_io"
+
+
+class _Redacting(logging.Filter):
+    """Takes ``secrets`` out of every record of the logger it is added to (``_no_secrets``)."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _no_secrets(record.getMessage(), self.secrets), None
+        return True
+
+
+@contextmanager
+def _kept_out_of_logs(secrets: tuple[str, ...]) -> Iterator[None]:
+    """While inside, pystac-client's request log shows no credential (a user may log at DEBUG to a shared file)."""
+    logger = logging.getLogger(STAC_REQUEST_LOGGER)
+    redacting = _Redacting(secrets)
+    logger.addFilter(redacting)
+    try:
+        yield
+    finally:
+        logger.removeFilter(redacting)
 
 
 def _no_secrets(text: str, secrets: tuple[str, ...] = ()) -> str:

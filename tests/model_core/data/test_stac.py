@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import uuid
 
@@ -173,11 +174,16 @@ def test_unreachable_and_refusing_catalogues(httpserver, tmp_path, monkeypatch):
         download(search_config(site), fast(), tmp_path)
 
 
-def test_token_from_the_environment_reaches_catalogue_and_assets_but_no_log(httpserver, tmp_path, monkeypatch):
+def test_token_from_the_environment_reaches_catalogue_and_assets_but_no_log(httpserver, tmp_path, monkeypatch,
+                                                                            caplog):
     site = site_with(httpserver, make_item("S2B_32TQM_20230704_0_L2A", "2023-07-04", 3.0), auth="Bearer s3cret")
     monkeypatch.setenv(stac.TOKEN_ENV, "s3cret")
     progress = RecordingProgress()
-    result = download(search_config(site), fast(), tmp_path, progress=progress)
+    with caplog.at_level(logging.DEBUG):  # pystac-client logs each request's headers at DEBUG
+        result = download(search_config(site), fast(), tmp_path, progress=progress)
+    requests_logged = [r.getMessage() for r in caplog.records if r.name == stac.STAC_REQUEST_LOGGER]
+    assert any("Authorization" in m for m in requests_logged)  # the header is logged, its token is not
+    assert not any("s3cret" in r.getMessage() for r in caplog.records)
     assert result.downloaded == 1
     assert {r[3] for r in site.requests} == {"Bearer s3cret"}
     cog_requests = [r for r in site.requests if "/cogs/" in r[1]]
