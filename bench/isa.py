@@ -141,7 +141,9 @@ def describe(torch_capability: str, environ: Mapping[str, str], flags: set[str],
         how = " (held to AVX2: CPUID reports an AVX2-only CPU, bench/cpuid_avx2.c)"
         flags = flags - WIDER_THAN_AVX2
     elif held:
-        why = environ.get(NO_SHIM, "the CPUID shim was not preloaded")
+        preloaded = "cpuid_avx2" in environ.get("LD_PRELOAD", "")
+        why = environ.get(NO_SHIM) or ("the kernel refused to make CPUID fault (arch_prctl ARCH_SET_CPUID)"
+                                       if preloaded else "the CPUID shim was not preloaded")
         how = f" (NOT held to AVX2: MLAS chooses by CPUID, and {why})"
     else:
         how = " (chosen by CPUID)"

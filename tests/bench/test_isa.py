@@ -66,6 +66,8 @@ def test_onnxruntime_kernels_follow_the_cpu_flags_and_are_called_held_only_throu
     assert described["torch"] == "ATen AVX2, oneDNN max AVX2"
     assert "NOT held to AVX2" in described["onnxruntime"] and "AMX-INT8" in described["onnxruntime"]
     assert "no C compiler" in isa.describe("AVX2", {**limits, isa.NO_SHIM: "no C compiler (cc)"}, amx)["onnxruntime"]
+    preloaded_in_vain = isa.describe("AVX2", {**limits, "LD_PRELOAD": "/b/.cache/cpuid_avx2_0.so"}, amx)
+    assert "refused to make CPUID fault" in preloaded_in_vain["onnxruntime"]
     through_cpuid = isa.describe("AVX2", limits, amx | {"fma"}, cpuid=True)
     assert through_cpuid["onnxruntime"].startswith("int8 AVX2, float32 AVX2/FMA3 (held to AVX2")
     assert through_cpuid["onnxruntime_held"] == "yes" and described["onnxruntime_held"] == "no"
