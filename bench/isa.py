@@ -7,15 +7,17 @@ load: oneDNN (convolutions) ``ONEDNN_MAX_CPU_ISA``, ATen's own kernels
 process with them set, before torch is imported; the bench's child processes
 (memory, ``qgis_process``, the model_core command line) inherit them.
 
-ONNX Runtime cannot be held so: its CPU kernels (MLAS) choose AVX2, AVX-512,
+ONNX Runtime has no such limit: its CPU kernels (MLAS) choose AVX2, AVX-512,
 VNNI or AMX from the CPUID instruction when the library loads, with no
 environment variable or session option to lower the choice. So ``--avx2`` also
 preloads ``cpuid_avx2.c`` (built here with ``cc`` into ``bench/.cache/``), which
-makes CPUID itself report an AVX2-only CPU to the whole process, through Linux's
-CPUID faulting. Where the CPU or kernel lacks CPUID faulting, or no C compiler
-is installed, ONNX Runtime runs its native kernels and the bench does not judge
-its rows. Either way the kernels run on this CPU's cores: the figures are those
-of AVX2 code here, not of an older CPU's cores.
+makes CPUID itself report an AVX2-only CPU to the process and its children,
+through Linux's CPUID faulting. Where the CPU or kernel lacks CPUID faulting, or
+no C compiler is installed, ONNX Runtime runs its native kernels and the bench
+does not judge its rows. Either way the kernels run on this CPU's cores: the
+figures are those of AVX2 code here, not of an older CPU's cores. The shim
+answers CPUID from its own SIGSEGV handler, so the re-run leaves out
+``PYTHONFAULTHANDLER`` (Python's fault handler would take SIGSEGV over).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -68,14 +71,17 @@ def cpuid_shim(cache: Path = CACHE) -> tuple[Path | None, str]:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None, "no C compiler (cc) to build bench/cpuid_avx2.c; apt install gcc"
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = built.with_name(built.name + ".partial")
-    done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(SHIM_SOURCE)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        partial.unlink(missing_ok=True)
-        return None, f"cc could not build bench/cpuid_avx2.c: {done.stderr.strip()[:300]}"
-    os.replace(partial, built)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as scratch:  # a build of its own: two at once do not mix
+            partial = Path(scratch) / built.name
+            done = subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(SHIM_SOURCE)],
+                                  capture_output=True, text=True, check=False, timeout=120)
+            if done.returncode != 0:
+                return None, f"cc could not build bench/cpuid_avx2.c: {done.stderr.strip()[:300]}"
+            os.replace(partial, built)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"bench/cpuid_avx2.c could not be built into {cache}: {exc}"
     return built, ""
 
 
@@ -92,16 +98,19 @@ def hold_to_avx2_if_asked(argv: list[str]) -> None:
             environ[NO_SHIM] = why
         else:
             environ["LD_PRELOAD"] = ":".join(filter(None, [str(shim), os.environ.get("LD_PRELOAD", "")]))
+            environ.pop("PYTHONFAULTHANDLER", None)
         command = list(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
         os.execve(sys.executable, [sys.executable, *command[1:]], environ)
 
 
-def cpuid_held() -> bool:
-    """Whether CPUID in this process answers through the shim (it then reports an AVX2-only CPU)."""
+def cpuid_state() -> str:
+    """"held" when CPUID in this process answers through the shim (it then reports an AVX2-only CPU), "refused"
+    when the shim is loaded but the kernel would not make CPUID fault, "not loaded" otherwise."""
     try:
-        return ctypes.c_int.in_dll(ctypes.CDLL(None), "scl_bench_cpuid_held").value == 1
-    except ValueError:  # the shim is not loaded
-        return False
+        flag = ctypes.c_int.in_dll(ctypes.CDLL(None), "scl_bench_cpuid_held")
+    except ValueError:  # no such symbol: the shim is not in this process
+        return "not loaded"
+    return "held" if flag.value == 1 else "refused"
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -130,20 +139,21 @@ def onnxruntime_kernels(flags: set[str]) -> str:
     return f"int8 {' + '.join(int8)}, float32 {'AVX-512F' if 'avx512f' in flags else 'AVX2/FMA3'}"
 
 
-def describe(torch_capability: str, environ: Mapping[str, str], flags: set[str], cpuid: bool = False) -> dict[str, str]:
+def describe(torch_capability: str, environ: Mapping[str, str], flags: set[str],
+             cpuid: str = "not loaded") -> dict[str, str]:
     """What each runtime used: torch's ATen capability and oneDNN limit, and ONNX Runtime's kernels.
 
-    ``cpuid``: whether CPUID reports an AVX2-only CPU here (``cpuid_held``); ONNX Runtime is then held too.
+    ``cpuid`` is ``cpuid_state()``: where "held", ONNX Runtime is held to AVX2 too.
     """
     onednn = environ.get("ONEDNN_MAX_CPU_ISA", "")
     held = held_to_avx2(environ)
-    if cpuid:
+    if cpuid == "held":
         how = " (held to AVX2: CPUID reports an AVX2-only CPU, bench/cpuid_avx2.c)"
         flags = flags - WIDER_THAN_AVX2
     elif held:
-        preloaded = "cpuid_avx2" in environ.get("LD_PRELOAD", "")
-        why = environ.get(NO_SHIM) or ("the kernel refused to make CPUID fault (arch_prctl ARCH_SET_CPUID)"
-                                       if preloaded else "the CPUID shim was not preloaded")
+        why = environ.get(NO_SHIM) or {
+            "refused": "the kernel refused to make CPUID fault (arch_prctl ARCH_SET_CPUID)",
+        }.get(cpuid, "the CPUID shim did not load (see the loader's message above)")
         how = f" (NOT held to AVX2: MLAS chooses by CPUID, and {why})"
     else:
         how = " (chosen by CPUID)"
@@ -151,5 +161,5 @@ def describe(torch_capability: str, environ: Mapping[str, str], flags: set[str],
         "mode": "held to AVX2" if held else "native",
         "torch": f"ATen {torch_capability}, oneDNN {'max ' + onednn if onednn else 'native'}",
         "onnxruntime": onnxruntime_kernels(flags) + how,
-        "onnxruntime_held": "yes" if cpuid else "no",
+        "cpuid": cpuid,
     }

@@ -82,7 +82,8 @@ def onnx_section(tmp: Path, ckpt: Path, s: dict[str, Any], predict: dict[str, An
             for name in models}
     # One model after the other, not in turns: the process caches one ONNX session, as it does one torch model,
     # so taking turns timed a new session (0.09 s) and its cold first run on every tile (int8 0.45 s against 0.34).
-    timings = {name: w.interleaved({name: run}, s["reps"])[name] for name, run in runs.items()}
+    # The price: a change of load during the section falls on one model more than on the other.
+    timings = {name: w.timed(run, s["reps"]) for name, run in runs.items()}
     naive_codes = np.load(tmp / "pred_naive.npy")
     single = w.single_tile_pixels(width, height)
     truth = w.read_codes(tmp / f"scene_{width}x{height}_scl.tif")

@@ -360,7 +360,7 @@ def verdicts(r: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
     out = {name: {"value": value, "op": op, "target": target,
                   "met": bool(value >= target if op == ">=" else value <= target)}
            for name, (value, op, target) in rows.items()}
-    if r["isa"]["mode"] == "held to AVX2" and r["isa"]["onnxruntime_held"] != "yes":
+    if r["isa"]["mode"] == "held to AVX2" and r["isa"]["cpuid"] != "held":
         # torch ran AVX2 kernels, ONNX Runtime its native ones (isa.py): its rows say nothing about an AVX2 CPU,
         # where even int8 rounding differs (AVX2's 8-bit products saturate in 16 bits, VNNI's do not).
         for name in onnx_bench.verdict_rows(r["onnx"], fast_cpu):
@@ -391,7 +391,7 @@ def main() -> int:
         "mode": mode, "cpu": cpu_model(), "bf16_native": cpu_has_native_bf16(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
         "isa": isa.describe(torch.backends.cpu.get_cpu_capability(), os.environ, isa.cpu_flags(),
-                            isa.cpuid_held()),
+                            isa.cpuid_state()),
         "threads": torch.get_num_threads(), "device": str(device), "python": platform.python_version(),
         "load_before": os.getloadavg()[0], "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "section_s": {},

@@ -24,7 +24,7 @@ import torch
 child = subprocess.run([sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"],
                        capture_output=True, text=True, check=True)
 print(json.dumps({{"capability": torch.backends.cpu.get_cpu_capability(), "argv": sys.argv[1:],
-                  "child_env": json.loads(child.stdout), "cpuid_held": isa.cpuid_held(),
+                  "child_env": json.loads(child.stdout), "cpuid": isa.cpuid_state(),
                   "no_shim": os.environ.get(isa.NO_SHIM)}}))
 """
 
@@ -44,14 +44,17 @@ def test_avx2_flag_holds_torch_and_child_processes_to_avx2(tmp_path):
     assert {k: held["child_env"].get(k) for k in isa.AVX2_LIMITS} == isa.AVX2_LIMITS  # children inherit the limits
     assert held["argv"] == ["--quick", "--avx2"]  # the re-run keeps the command line
     shim, why = isa.cpuid_shim()
-    assert held["cpuid_held"] == (shim is not None)  # ONNX Runtime is held too wherever the shim can be built
-    assert held["no_shim"] == (why or None)  # and where it cannot, the report can say why
+    if shim is None:  # the report can say why ONNX Runtime is not held
+        assert held["cpuid"] == "not loaded" and held["no_shim"] == why
+    else:  # the shim is loaded (whether CPUID then faults: test_cpuid_shim_makes_cpuid_report_an_avx2_only_cpu)
+        assert held["cpuid"] in ("held", "refused") and held["no_shim"] is None
+        assert str(shim) in held["child_env"]["LD_PRELOAD"].split(":")  # children load it too
 
 
 def test_without_the_flag_nothing_is_limited(tmp_path):
     native = _probe(tmp_path, "--quick")
     assert not any(k in native["child_env"] for k in isa.AVX2_LIMITS)
-    assert not native["cpuid_held"] and "LD_PRELOAD" not in native["child_env"]
+    assert native["cpuid"] == "not loaded" and "cpuid_avx2" not in native["child_env"].get("LD_PRELOAD", "")
     assert isa.describe(native["capability"], native["child_env"], set())["mode"] == "native"
 
 
@@ -66,20 +69,23 @@ def test_onnxruntime_kernels_follow_the_cpu_flags_and_are_called_held_only_throu
     assert described["torch"] == "ATen AVX2, oneDNN max AVX2"
     assert "NOT held to AVX2" in described["onnxruntime"] and "AMX-INT8" in described["onnxruntime"]
     assert "no C compiler" in isa.describe("AVX2", {**limits, isa.NO_SHIM: "no C compiler (cc)"}, amx)["onnxruntime"]
-    preloaded_in_vain = isa.describe("AVX2", {**limits, "LD_PRELOAD": "/b/.cache/cpuid_avx2_0.so"}, amx)
-    assert "refused to make CPUID fault" in preloaded_in_vain["onnxruntime"]
-    through_cpuid = isa.describe("AVX2", limits, amx | {"fma"}, cpuid=True)
+    assert "refused to make CPUID fault" in isa.describe("AVX2", limits, amx, cpuid="refused")["onnxruntime"]
+    through_cpuid = isa.describe("AVX2", limits, amx | {"fma"}, cpuid="held")
     assert through_cpuid["onnxruntime"].startswith("int8 AVX2, float32 AVX2/FMA3 (held to AVX2")
-    assert through_cpuid["onnxruntime_held"] == "yes" and described["onnxruntime_held"] == "no"
+    assert through_cpuid["cpuid"] == "held" and described["cpuid"] == "not loaded"
 
 
 CPUID_PROBE = r"""
+#define _GNU_SOURCE
 #include <cpuid.h>
+#include <dlfcn.h>
 #include <stdio.h>
 int main(void) {
     unsigned a, b, c, d;
+    const int *held = dlsym(RTLD_DEFAULT, "scl_bench_cpuid_held");
     __cpuid_count(7, 0, a, b, c, d);
-    printf("%u %u %u %u\n", (b >> 5) & 1, (b >> 16) & 1, (c >> 11) & 1, (d >> 25) & 1); /* AVX2 512F VNNI AMX */
+    /* the shim's flag (-1: not loaded), then AVX2, AVX-512F, AVX-512 VNNI, AMX-INT8 */
+    printf("%d %u %u %u %u\n", held ? *held : -1, (b >> 5) & 1, (b >> 16) & 1, (c >> 11) & 1, (d >> 25) & 1);
     return 0;
 }
 """
@@ -94,7 +100,7 @@ def test_cpuid_shim_makes_cpuid_report_an_avx2_only_cpu(tmp_path):
     assert shim is not None and shim.parent == tmp_path and isa.cpuid_shim(tmp_path) == (shim, "")  # built once
     source = tmp_path / "cpuid.c"
     source.write_text(CPUID_PROBE, encoding="utf-8")
-    subprocess.run([compiler, "-o", str(tmp_path / "cpuid"), str(source)], check=True)
+    subprocess.run([compiler, "-o", str(tmp_path / "cpuid"), str(source), "-ldl"], check=True)
 
     def bits(environ: dict[str, str]) -> list[int]:
         out = subprocess.run([str(tmp_path / "cpuid")], capture_output=True, text=True, env=environ, check=True)
@@ -102,7 +108,8 @@ def test_cpuid_shim_makes_cpuid_report_an_avx2_only_cpu(tmp_path):
 
     native = bits(dict(os.environ))
     held = bits({**os.environ, "LD_PRELOAD": str(shim)})
-    assert held == [native[0], 0, 0, 0]  # AVX2 as this CPU has it; AVX-512F, AVX-512 VNNI and AMX-INT8 gone
+    assert native[0] == -1 and held[0] == 1  # loaded, and CPUID faults into it (it says so on any CPU)
+    assert held[1:] == [native[1], 0, 0, 0]  # AVX2 as this CPU has it; AVX-512F, AVX-512 VNNI and AMX-INT8 gone
 
 
 def test_cpu_flags_reads_the_flags_line(tmp_path):

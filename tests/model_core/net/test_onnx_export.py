@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,7 +67,8 @@ def test_metadata_holds_ours_and_the_keys_deepness_reads(exported):
     assert json.loads(props["standardization_std"]) == pytest.approx(META["input"]["std"])
 
 
-def onnx_graph(path):
+def _graph(path: Path) -> Any:
+    """The ONNX graph of the file at ``path``."""
     import onnx
 
     return onnx.load(str(path)).graph
@@ -73,7 +76,7 @@ def onnx_graph(path):
 
 def _int8_convolutions(path) -> int:
     """Convolutions whose weights are int8 (read through a DequantizeLinear)."""
-    graph = onnx_graph(path)
+    graph = _graph(path)
     dequantized = {out for n in graph.node if n.op_type == "DequantizeLinear" for out in n.output}
     return sum(1 for n in graph.node if n.op_type == "Conv" and n.input[1] in dequantized)
 
@@ -89,11 +92,11 @@ def test_int8_agrees_with_float32_on_a_fitted_model(tmp_path):
     assert copy.info.precision == "float32" and copy.info.codes == plain.info.codes
     tile = np.random.default_rng(1).normal(size=(2, 3, 64, 96)).astype(np.float32)
     np.testing.assert_allclose(copy.run(tile), plain.run(tile), atol=1e-6)
-    assert int8_model.size_bytes < 0.3 * float_model.size_bytes  # int8 weights: a quarter of the bytes, and a few
+    assert int8_model.size_bytes < 0.3 * float_model.size_bytes  # int8 weights: a quarter of the bytes
     assert any("classifier.4" in name for name in int8_model.kept_float)  # the logits stay float32
     # All but stem, ASPP's image pooling branch and logits: ASPP's dilated and 1x1 branches run in int8.
     assert _int8_convolutions(int8_model.output) == 61 - 3
-    graph = onnx_graph(int8_model.output)
+    graph = _graph(int8_model.output)
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     shapes = [n for n in graph.node if n.op_type == "Shape"]
     assert shapes and not [n.name for n in shapes if n.input[0] in dequantized]  # shapes read the int8 tensors
