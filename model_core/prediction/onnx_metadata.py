@@ -49,6 +49,8 @@ class OnnxModelInfo:
     precision: str = "float32"
     tile_size_px: int | None = None
     overlap_px: int | None = None
+    patch_size: int | None = None
+    aspp_rates: tuple[int, ...] | None = None
     ours: bool = False
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
@@ -70,6 +72,7 @@ def metadata_props(
         "classes": classes,
         "input": dict(meta["input"]),
         "patch_size": meta.get("patch_size"),
+        "aspp_rates": meta.get("aspp_rates"),
         "tile_size_px": tile,
         "overlap_px": overlap,
         "precision": precision,
@@ -126,8 +129,10 @@ def read_info(props: dict[str, str], *, channels: int | None, outputs: int | Non
             )
         spec = input_from_meta({"input": ours.get("input")})
         codes = tuple(int(c["code"]) for c in ours.get("classes") or [])
+        rates = ours.get("aspp_rates")
         info = OnnxModelInfo(spec, codes, str(ours.get("precision", "float32")), ours.get("tile_size_px"),
-                             ours.get("overlap_px"), ours=True)
+                             ours.get("overlap_px"), patch_size=ours.get("patch_size"),
+                             aspp_rates=tuple(rates) if isinstance(rates, list) else None, ours=True)
     else:
         info = _foreign_info(props, channels=channels, outputs=outputs, source=source)
     _check(info, channels=channels, outputs=outputs, source=source)

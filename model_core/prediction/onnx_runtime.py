@@ -112,10 +112,22 @@ class OnnxModel:
 
     @property
     def meta(self) -> dict[str, Any]:
-        """The checkpoint-style metadata ``predict_scene`` reads (``input``)."""
+        """The checkpoint-style metadata ``predict_scene`` reads: ``input``, and for its default tiles the patch
+        size and ASPP rates of training (our exports) and the tile size the file asks for (a fixed input size,
+        or its metadata's)."""
         spec = self.info.spec
-        return {"input": {"bands": len(spec.band_order), "band_order": list(spec.band_order), "dtype": spec.dtype,
-                          "scale": spec.scale, "mean": list(spec.mean), "std": list(spec.std)}}
+        meta: dict[str, Any] = {"input": {"bands": len(spec.band_order), "band_order": list(spec.band_order),
+                                          "dtype": spec.dtype, "scale": spec.scale, "mean": list(spec.mean),
+                                          "std": list(spec.std)}}
+        if self.info.patch_size:
+            meta["patch_size"] = self.info.patch_size
+        if self.info.aspp_rates:
+            meta["aspp_rates"] = list(self.info.aspp_rates)
+        height, width = self.fixed_size
+        tile = height if height is not None and height == width else self.info.tile_size_px
+        if tile:
+            meta["tile_size_px"] = tile
+        return meta
 
     def tiles_per_batch(self, batch_size: int) -> int:
         """``batch_size``, or for 0: 1 tile per run on a CPU (as torch), 4 with CUDA."""

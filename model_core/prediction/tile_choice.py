@@ -5,7 +5,8 @@ ever seen that much of a scene at once; on a much larger tile its ASPP sees
 content it never learned from, and its classes can collapse to one. So tile
 size 0 ("as trained") takes the checkpoint's patch size for such models, and
 512 px (bounded memory, few seams) for models trained on larger patches or
-whose checkpoint does not say. An explicit tile size more than twice such a
+whose checkpoint does not say; an ONNX file that records no patch size but a
+tile size (its fixed input, or its metadata's) gets that tile size. An explicit tile size more than twice such a
 patch size is honoured with a warning. An unset overlap is an eighth of the tile.
 
 Torch-free and pure: metadata in, tiling and log lines out.
@@ -46,12 +47,20 @@ def default_overlap(tile_size_px: int) -> int:
     return tile_size_px // 8
 
 
-def _as_trained(patch: int | None) -> tuple[int, str]:
+def recorded_tile_size(meta: dict[str, Any]) -> int | None:
+    """The tile size an ONNX model's file asks for (its fixed input size, or its metadata's); ``None`` if none."""
+    size = meta.get("tile_size_px") if isinstance(meta, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
+def _as_trained(patch: int | None, recorded: int | None = None) -> tuple[int, str]:
+    if patch is None and recorded is not None:
+        return recorded, f"Tiles of {recorded} px, the tile size the model's file records."
     if patch is None:
         return DEFAULT_TILE_PX, (
-            f"Tiles of {DEFAULT_TILE_PX} px, the default: this checkpoint does not record the patch size its model "
-            f"was trained on (it was written by an older version). If it was trained on patches smaller than "
-            f"{aspp.reach_px()} px, set TILE_SIZE to that patch size."
+            f"Tiles of {DEFAULT_TILE_PX} px, the default: this model does not record the patch size it was trained "
+            "on (a checkpoint written by an older version, or an ONNX file from elsewhere). If it was trained on "
+            f"patches smaller than {aspp.reach_px()} px, set TILE_SIZE to that patch size."
         )
     if aspp.below_reach(patch):
         tile = math.ceil(patch / TILE_MULTIPLE) * TILE_MULTIPLE
@@ -97,7 +106,7 @@ def choose_tiling(requested: TilingConfig, meta: dict[str, Any]) -> TileChoice:
     note = None
     tile = requested.tile_size_px
     if tile == AUTO_TILE:
-        tile, note = _as_trained(patch)
+        tile, note = _as_trained(patch, recorded_tile_size(meta))
     overlap = requested.overlap_px if requested.overlap_px is not None else default_overlap(tile)
     if 2 * overlap >= tile:
         raise InputError(

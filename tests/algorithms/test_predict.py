@@ -184,7 +184,7 @@ def test_checkpoint_without_patch_size_keeps_the_512_px_default_with_a_note(prov
     feedback = RecordingFeedback()
     run({"INPUT": write_scene(tmp_path / "scene.tif", 72, 40), "MODEL": str(old), "DEVICE": "cpu",
          "OUTPUT": str(tmp_path / "pred.tif")}, feedback=feedback)
-    assert any(line.startswith("Tiles of 512 px, the default: this checkpoint does not record the patch size")
+    assert any(line.startswith("Tiles of 512 px, the default: this model does not record the patch size")
                for line in feedback.infos)
     assert any("in 1 tiles of 72 x 40 px (overlap 64 px" in line for line in feedback.infos)
     assert feedback.warnings == []

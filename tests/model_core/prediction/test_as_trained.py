@@ -82,7 +82,7 @@ def test_checkpoint_without_patch_size_keeps_512_px_tiles_with_a_note(trained, t
     meta = {k: v for k, v in payload["meta"].items() if k not in ("patch_size", "aspp_rates")}
     checkpoint.save_checkpoint(tmp_path / "old.pt", payload["state_dict"], meta)
     _, lines = predict(image, tmp_path / "old.pt", tmp_path / "old.tif")
-    assert any(line.startswith("Tiles of 512 px, the default: this checkpoint does not record") for line in lines.infos)
+    assert any(line.startswith("Tiles of 512 px, the default: this model does not record") for line in lines.infos)
     assert any(f"in 1 tiles of {SIDE} x {SIDE} px (overlap 64 px" in line for line in lines.infos)
 
 

@@ -57,6 +57,19 @@ def test_onnx_prediction_equals_torch(blocks, tmp_path):
     assert (tmp_path / "onnx_conf.qml").is_file()
 
 
+def test_default_tiles_are_the_training_patches_as_with_torch(blocks, tmp_path):
+    config = PredictConfig(precision="float32")  # TILE_SIZE 0: as trained (the fixture's 64 px patches)
+    results, notes = {}, {}
+    for name, model in (("torch", blocks["checkpoint"]), ("onnx", blocks["onnx"])):
+        progress = RecordingProgress()
+        results[name] = predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / f"{name}.tif", config,
+                                                      progress=progress)
+        notes[name] = [line for line in progress.lines if line.startswith("Tiles of")]
+    assert notes["onnx"] == notes["torch"] == ["Tiles of 64 px, the patch size this model was trained on."]
+    assert results["onnx"].tiles == results["torch"].tiles == 9
+    assert (read(tmp_path / "onnx.tif") == read(tmp_path / "torch.tif")).mean() >= 0.999
+
+
 def _conv_model(path, *, bands: int = 3, classes: int = 4, props: dict | None = None, flatten: bool = False):
     """A foreign ONNX model: one 1x1 convolution (optionally pooled to a vector: not segmentation)."""
     import onnx
@@ -102,6 +115,11 @@ def test_foreign_class_names_map_to_scl_codes(blocks, tmp_path):
                                   PredictConfig(tiling=TilingConfig(128, 16)), progress=progress)
     assert set(np.unique(read(tmp_path / "out.tif")[10:, 10:])) <= {4, 6}
     assert progress.warnings == []
+    props["tile_size"] = 96  # Deepness's key: by default the file's tile size, not 512 px
+    model = _conv_model(tmp_path / "tiled.onnx", classes=2, props=props)
+    progress = RecordingProgress()
+    result = predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / "tiled.tif", progress=progress)
+    assert "Tiles of 96 px, the tile size the model's file records." in progress.lines and result.tiles == 4
 
 
 @pytest.mark.parametrize(
@@ -158,6 +176,8 @@ def test_fixed_tile_size_is_named(blocks, tmp_path):
     predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / "out.tif",
                                   PredictConfig(tiling=TilingConfig(32, 8), batch_size=4))
     assert read(tmp_path / "out.tif").shape == (128, 128)
+    result = predict_scene_from_checkpoint(blocks["scene"], model, tmp_path / "auto.tif")  # TILE_SIZE 0: its 32 px
+    assert result.tiles == 25 and (read(tmp_path / "auto.tif")[10:, 10:] > 0).all()
 
 
 def test_session_threads_sleep_when_idle_and_follow_omp_num_threads(blocks, monkeypatch):
