@@ -25,6 +25,7 @@ from ..errors import CheckpointError, DeviceError, SclDeepLabError
 from ..net.model_input import ModelInput
 from ..progress import SILENT, Progress
 from .onnx_metadata import OnnxModelInfo, read_info
+from .tile_choice import tiles_per_run
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +130,11 @@ class OnnxModel:
             meta["tile_size_px"] = tile
         return meta
 
-    def tiles_per_batch(self, batch_size: int) -> int:
-        """``batch_size``, or for 0: 1 tile per run on a CPU (as torch), 4 with CUDA."""
+    def tiles_per_batch(self, batch_size: int, tile_size_px: int) -> int:
+        """``batch_size``, or for 0 as torch: one 512 px tile's pixels a run on a CPU, four with CUDA."""
         if self.fixed_batch:  # the graph takes exactly this many tiles; shorter batches are padded
             return self.fixed_batch
-        if batch_size:
-            return batch_size
-        return 4 if self.providers[0] == "CUDAExecutionProvider" else 1
+        return batch_size or tiles_per_run(tile_size_px, gpu=self.providers[0] == "CUDAExecutionProvider")
 
     def describe(self) -> str:
         """E.g. "ONNX Runtime 1.32.0 (CPUExecutionProvider), int8 model"."""

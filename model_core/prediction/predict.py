@@ -38,7 +38,7 @@ from ..net.model_input import ModelInput, input_from_meta
 from ..progress import SILENT, Progress, check_canceled
 from ..styles import confidence_qml, write_style
 from .config import PredictConfig, PredictResult
-from .tile_choice import DEFAULT_TILE_PX, choose_tiling, trained_patch_size
+from .tile_choice import DEFAULT_TILE_PX, choose_tiling, tiles_per_run, trained_patch_size
 from .tiling import RowBand, Tile, blend_weights, plan_tiles, tile_rows
 
 try:
@@ -121,25 +121,16 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def tiles_per_batch(batch_size: int, device: torch.device, tile_size_px: int = DEFAULT_TILE_PX) -> int:
-    """``batch_size``, or for 0 the default: one 512 px tile's worth of pixels on a CPU, four on a GPU.
-
-    On CPUs a 512 px tile's activations already fill the caches: batches of 4 ran
-    10-15 % slower per tile than single tiles (bfloat16 and float32, measured on
-    AMX and in AVX2 emulation); GPUs need the larger batches to fill up. Smaller
-    tiles (a model trained on small patches) batch up to the same pixel count.
-    """
-    if batch_size:
-        return batch_size
-    per_512 = max(1, (DEFAULT_TILE_PX // max(tile_size_px, 1)) ** 2)
-    return per_512 if device.type == "cpu" else 4 * per_512
+    """``batch_size``, or for 0 the default for the device (``tile_choice.tiles_per_run``)."""
+    return batch_size or tiles_per_run(tile_size_px, gpu=device.type != "cpu")
 
 
 @runtime_checkable
 class TileModel(Protocol):
     """A model that is no torch module but runs tiles itself (``onnx_runtime.OnnxModel``)."""
 
-    def tiles_per_batch(self, batch_size: int) -> int:
-        """``batch_size``, or for 0 this model's default."""
+    def tiles_per_batch(self, batch_size: int, tile_size_px: int) -> int:
+        """``batch_size``, or for 0 this model's default for tiles of this size."""
 
     def describe(self) -> str:
         """Where and how the model runs, for the log."""
@@ -213,7 +204,7 @@ def predict_scene(
     spec = input_from_meta(meta)
     tiling = choice.tiling
     if isinstance(model, TileModel):
-        batch_size, described = model.tiles_per_batch(config.batch_size), model.describe()
+        batch_size, described = model.tiles_per_batch(config.batch_size, tiling.tile_size_px), model.describe()
     else:
         device = _model_device(model)
         precision = pick_precision(device, config.precision)
