@@ -49,8 +49,8 @@ def tiles_per_run(tile_size_px: int, *, gpu: bool = False) -> int:
     10-15 % slower per tile than single tiles (torch bfloat16 and float32, measured on
     AMX and in AVX2 emulation); GPUs need the larger batches to fill up. Smaller
     tiles (a model trained on small patches) batch up to the same pixel count: on
-    128 px tiles ONNX Runtime int8 took 4.9 s for the demo scene one tile a run,
-    4.0 s sixteen.
+    128 px tiles ONNX Runtime int8 took 5.0 s for the demo scene one tile a run,
+    4.2 s a row of 14 tiles a run.
     """
     per_512 = max(1, (DEFAULT_TILE_PX // max(tile_size_px, 1)) ** 2)
     return 4 * per_512 if gpu else per_512
