@@ -53,10 +53,10 @@ HERE = Path(__file__).resolve().parent
 SETTINGS = {
     # predict scene (w, h), reps, RSS base scene side, train scene side, patch, batch, epochs, qgis scene side,
     # matmul-peak reps, tile of the layout check
-    # quick: one tile per path, timed three times (single runs put ONNX int8 at 0.45 s a tile, three at 0.33), the
-    # two memory processes side by side (their peaks are their own); training as medians of 3 epochs on 128 px
-    # patches: single epochs of 64 px patches measured fixed costs, not the stage, and two quick runs disagreed
-    # by up to 4x. ONNX int8 calibrates on fewer patches.
+    # quick: one tile per path, the median of three timed runs (the issue asks quick figures to be medians of at
+    # least three runs), the two memory processes side by side (their peaks are their own); training as medians
+    # of 3 epochs on 128 px patches: single epochs of 64 px patches measured fixed costs, not the stage, and two
+    # quick runs disagreed by up to 4x. ONNX int8 calibrates on fewer patches.
     "quick": {"scene": (512, 512), "reps": 3, "rss": 256, "rss_tile": (256, 32), "rss_parallel": True,
               "train_scene": 256, "patch": 128, "batch": 2, "train_reps": 3, "qgis": 256, "peak_reps": 2,
               "layout_tile": 256, "layout_reps": 1, "calibration_tiles": 8},
@@ -263,7 +263,7 @@ def table(r: dict[str, Any]) -> str:
     mo = r["model"]
     made = (f"{mo['path']} (--model)" if mo.get("path") else
             f"the full network with the pixel head, trained from random weights for {mo['settings']['epochs']} epochs "
-            "on 128 px crops by model_core.training.train "
+            f"on {mo['settings']['crop_px']} px crops by model_core.training.train "
             f"({'cached in bench/.cache' if mo['cached'] else 'trained now, cached for later runs'})")
     acc = mo.get("val_pixel_accuracy")
     lines.append(f"Model: {made}; validation pixel accuracy {acc if acc is None else f'{acc:.2f}'}.")

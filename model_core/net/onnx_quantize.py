@@ -106,9 +106,11 @@ def quantize_int8(float_path: Path, out_path: Path, patches: Path, meta: dict[st
 
 
 def _shapes_from_quantized(path: Path) -> None:
-    """Point each Shape node that reads a dequantized tensor at the int8 tensor itself (the same shape). ASPP's image pooling branch takes the feature map's size from layer4's output: ONNX Runtime
-    dequantized all of it (2048 channels at 1/8 of the tile) twice a tile only to read its shape, 2.4 % of an
-    int8 tile's time."""
+    """Point each Shape node that reads a dequantized tensor at the int8 tensor itself (the same shape).
+
+    ASPP's image pooling branch takes the feature map's size from layer4's output: ONNX Runtime dequantized all
+    of it (2048 channels at 1/8 of the tile) twice a tile only to read its shape, 2.4 % of an int8 tile's time.
+    """
     import onnx
 
     model = onnx.load(str(path))

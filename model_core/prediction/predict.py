@@ -364,8 +364,8 @@ def predict_scene_from_checkpoint(
     A ``.onnx`` file runs through ONNX Runtime (``onnx_runtime``), which needs no PyTorch.
     """
     config.tiling.validate()
-    refuse_overwriting_inputs({"scene": image_path, "model": checkpoint_path},
-                              {"prediction": out_path, "confidence": confidence_path})
+    # Before loading the model; predict_scene checks the scene.
+    refuse_overwriting_inputs({"model": checkpoint_path}, {"prediction": out_path, "confidence": confidence_path})
     if Path(checkpoint_path).suffix.lower() == ".onnx":
         from .onnx_runtime import cached_onnx_model
 

@@ -6,8 +6,9 @@ content it never learned from, and its classes can collapse to one. So tile
 size 0 ("as trained") takes the checkpoint's patch size for such models, and
 512 px (bounded memory, few seams) for models trained on larger patches or
 whose checkpoint does not say; an ONNX file that records no patch size but a
-tile size (its fixed input, or its metadata's) gets that tile size. An explicit tile size more than twice such a
-patch size is honoured with a warning. An unset overlap is an eighth of the tile.
+tile size (its fixed input, or its metadata's) gets that tile size. An explicit
+tile size more than twice such a patch size is honoured with a warning. An
+unset overlap is an eighth of the tile.
 
 Torch-free and pure: metadata in, tiling and log lines out.
 """
@@ -36,10 +37,15 @@ class TileChoice:
     warning: str | None = None
 
 
+def _size(meta: dict[str, Any], key: str) -> int | None:
+    """``meta[key]`` when it is a positive whole number of pixels, else ``None``."""
+    size = meta.get(key) if isinstance(meta, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
 def trained_patch_size(meta: dict[str, Any]) -> int | None:
     """The patch size (px) a checkpoint's model was trained on; ``None`` when the checkpoint does not record it."""
-    size = meta.get("patch_size") if isinstance(meta, dict) else None
-    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+    return _size(meta, "patch_size")
 
 
 def tiles_per_run(tile_size_px: int, *, gpu: bool = False) -> int:
@@ -63,8 +69,7 @@ def default_overlap(tile_size_px: int) -> int:
 
 def recorded_tile_size(meta: dict[str, Any]) -> int | None:
     """The tile size an ONNX model's file asks for (its fixed input size, or its metadata's); ``None`` if none."""
-    size = meta.get("tile_size_px") if isinstance(meta, dict) else None
-    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+    return _size(meta, "tile_size_px")
 
 
 def _as_trained(patch: int | None, recorded: int | None = None) -> tuple[int, str]:
